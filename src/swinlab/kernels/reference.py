@@ -1,0 +1,88 @@
+"""Plain-torch window attention: the definition every other backend is tested against.
+
+Implements W-MSA / SW-MSA of Liu et al. (2021), Eq. (4): ``Softmax(QKᵀ/√d + B)V`` inside each
+window, with the cyclic shift, the region mask for shifted windows and the relative position bias
+``B`` gathered from a ``(2M-1)²×heads`` table.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from ..layers.windows import (
+    Pair,
+    cyclic_shift,
+    relative_position_index,
+    shifted_window_mask,
+    window_partition,
+    window_reverse,
+)
+
+
+@lru_cache(maxsize=128)
+def _mask(map_size: Pair, window: Pair, shift: Pair, device: torch.device, dtype: torch.dtype):
+    return shifted_window_mask(map_size, window, shift, device=device, dtype=dtype)
+
+
+def relative_bias(table: torch.Tensor, window: Pair, table_window: Pair) -> torch.Tensor:
+    """Gather ``(heads, N, N)`` from a ``((2M-1)², heads)`` table for a window ``(Mh, Mw)``."""
+    n = window[0] * window[1]
+    index = relative_position_index(window, table_window).to(table.device)  # (N, N)
+    return table[index.view(-1)].view(n, n, -1).permute(2, 0, 1)  # (heads, N, N)
+
+
+def window_attention(
+    qkv: torch.Tensor,
+    *,
+    num_heads: int,
+    window: Pair,
+    shift: Pair,
+    table: torch.Tensor | None,
+    table_window: Pair,
+    mask_shifted: bool = True,
+    use_qk: bool = True,
+    scale: float,
+) -> torch.Tensor:
+    """Multi-head self-attention inside (shifted) windows of a channels-last map.
+
+    Args:
+        qkv: ``(B, H, W, 3C)`` projected queries, keys and values of the padded map (H, W multiples
+            of ``window``), in the channel order ``[q | k | v]``, each ``heads × d``.
+        num_heads: number of heads; ``C`` must divide by it.
+        window: ``(Mh, Mw)`` effective window.
+        shift: ``(Sh, Sw)`` cyclic shift; ``(0, 0)`` for W-MSA.
+        table: relative position bias table ``((2Mh'-1)(2Mw'-1), heads)`` or ``None`` (no bias).
+        table_window: the window ``(Mh', Mw')`` the table was built for (≥ ``window``).
+        mask_shifted: mask token pairs from different regions in shifted windows (the paper);
+            ``False`` is the "shifted windows without masking" ablation.
+        use_qk: include the content term ``QKᵀ/√d``; ``False`` is "rel. pos. w/o app." (logits = B).
+        scale: the factor on ``QKᵀ``, normally ``d**-0.5``.
+
+    Returns:
+        ``(B, H, W, C)`` attention output, un-shifted, before the output projection.
+    """
+    b, h, w, c3 = qkv.shape
+    c = c3 // 3
+    d = c // num_heads
+    n = window[0] * window[1]
+    x = cyclic_shift(qkv, shift)  # (B, H, W, 3C)
+    x = window_partition(x, window)  # (B*nW, N, 3C)
+    bnw = x.shape[0]
+    q, k, v = x.view(bnw, n, 3, num_heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # 3 × (B*nW, h, N, d)
+    if use_qk:
+        logits = (q * scale) @ k.transpose(-2, -1)  # (B*nW, h, N, N)
+    else:
+        logits = torch.zeros(bnw, num_heads, n, n, dtype=q.dtype, device=q.device)
+    if table is not None:
+        logits = logits + relative_bias(table, window, table_window).to(logits.dtype)[None]
+    if mask_shifted and (shift[0] or shift[1]):
+        mask = _mask((h, w), window, shift, logits.device, logits.dtype)  # (nW, N, N)
+        nw = mask.shape[0]
+        logits = logits.view(b, nw, num_heads, n, n) + mask[None, :, None]  # (B, nW, h, N, N)
+        logits = logits.view(bnw, num_heads, n, n)
+    attn = logits.softmax(dim=-1)
+    out = (attn @ v).transpose(1, 2).reshape(bnw, n, c)  # (B*nW, N, C)
+    out = window_reverse(out, window, (h, w))  # (B, H, W, C)
+    return cyclic_shift(out, shift, reverse=True)

@@ -1,0 +1,82 @@
+"""Attention layers: window attention (W-MSA / SW-MSA) of Swin (Liu et al., 2021, Sec. 3.2).
+
+The maths of the attention itself lives in :mod:`swinlab.kernels` behind one signature, so faster
+backends can replace the reference without touching the model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..kernels import get_window_attention
+from .position import RelativePositionBias
+from .windows import Pair, fit_window, pad_to_windows
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside (shifted) M×M windows of a channels-last map.
+
+    Args:
+        dim: channels C.
+        num_heads: heads h (C must divide by h).
+        window_size: the configured window ``(Mh, Mw)``; it shrinks on maps smaller than it.
+        shift_size: cyclic shift ``(Sh, Sw)``: ``(0, 0)`` for W-MSA, ``(⌊Mh/2⌋, ⌊Mw/2⌋)`` for SW-MSA.
+        qkv_bias: learn biases of the q, k, v projection.
+        rel_pos: add the relative position bias B.
+        use_qk: include ``QKᵀ/√d`` in the logits (``False``: the logits are B alone).
+        mask_shifted: mask token pairs from different regions in shifted windows.
+        backend: the window-attention implementation (see :mod:`swinlab.kernels`).
+    """
+
+    def __init__(self, *, dim: int, num_heads: int, window_size: Pair, shift_size: Pair = (0, 0),
+                 qkv_bias: bool = True, rel_pos: bool = True, use_qk: bool = True,
+                 mask_shifted: bool = True, backend: str = "auto"):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        if not (rel_pos or use_qk):
+            raise ValueError("window attention needs QKᵀ or the relative bias (or both) in its logits")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.window_size = tuple(window_size)
+        self.shift_size = tuple(shift_size)
+        self.use_qk = use_qk
+        self.mask_shifted = mask_shifted
+        self.scale = (dim // num_heads) ** -0.5
+        self.backend = backend
+        self._attend = get_window_attention(backend)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos = RelativePositionBias(window_size=window_size, num_heads=num_heads) if rel_pos else None
+
+    def set_backend(self, backend: str) -> None:
+        """Switch the window-attention implementation (weights are unchanged)."""
+        self._attend = get_window_attention(backend)
+        self.backend = backend
+
+    def windows_for(self, map_size: Pair) -> tuple[Pair, Pair]:
+        """The effective ``(window, shift)`` on a map of ``map_size``."""
+        return fit_window(map_size, self.window_size, self.shift_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, C)`` normalized tokens → ``(B, H, W, C)`` attention output."""
+        _, h, w, _ = x.shape
+        window, shift = self.windows_for((h, w))
+        x = pad_to_windows(x, window)  # (B, Hp, Wp, C)
+        out = self._attend(
+            self.qkv(x),  # (B, Hp, Wp, 3C)
+            num_heads=self.num_heads,
+            window=window,
+            shift=shift,
+            table=self.rel_pos.table if self.rel_pos is not None else None,
+            table_window=self.window_size,
+            mask_shifted=self.mask_shifted,
+            use_qk=self.use_qk,
+            scale=self.scale,
+        )  # (B, Hp, Wp, C)
+        return self.proj(out[:, :h, :w])  # (B, H, W, C)
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, heads={self.num_heads}, window={self.window_size}, "
+                f"shift={self.shift_size}, backend={self.backend!r}")

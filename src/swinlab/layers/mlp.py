@@ -1,0 +1,46 @@
+"""The transformer MLP and stochastic depth (DropPath), shared by every model family."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Mlp(nn.Module):
+    """Two linear layers with a GELU between them: ``C → hidden → C`` on the last axis."""
+
+    def __init__(self, *, in_features: int, hidden_features: int, out_features: int | None = None,
+                 drop: float = 0.0, act_layer: type[nn.Module] = nn.GELU):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(hidden_features, out_features or in_features)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Zero whole samples of a residual branch with probability ``p``, rescaling the rest by 1/(1-p)."""
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al., 2016) applied per sample to a residual branch."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop path probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

@@ -1,0 +1,65 @@
+"""Patch partition + linear embedding, and patch merging (Liu et al., 2021, Sec. 3.1).
+
+Both work channels-last: :class:`PatchEmbed` turns ``(B, C_in, H, W)`` images into
+``(B, H/P, W/P, C)`` token maps, :class:`PatchMerging` turns ``(B, H, W, C)`` into
+``(B, ⌈H/2⌉, ⌈W/2⌉, 2C)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PatchEmbed(nn.Module):
+    """Split the image into non-overlapping P×P patches and project each to ``embed_dim``.
+
+    A P×P convolution with stride P is the paper's "patch partition + linear embedding". An image
+    whose sides are not multiples of P is zero-padded at the bottom/right so that no pixel is
+    dropped (a plain strided convolution would silently ignore the last ``H mod P`` rows).
+    """
+
+    def __init__(self, *, patch_size: int, in_chans: int, embed_dim: int, norm: bool = True):
+        super().__init__()
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim) if norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"expected images of shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}; "
+                f"convert the input to {self.in_chans} channel(s) or build the model with "
+                f"in_chans={x.shape[1] if x.ndim == 4 else '...'}"
+            )
+        p = self.patch_size
+        pad_h, pad_w = (-x.shape[2]) % p, (-x.shape[3]) % p
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = self.proj(x).permute(0, 2, 3, 1)  # (B, H/P, W/P, C)
+        return self.norm(x)
+
+
+class PatchMerging(nn.Module):
+    """Concatenate each 2×2 group of neighbours (4C), normalize, and project linearly to 2C.
+
+    The concatenation order is ``[(0,0), (1,0), (0,1), (1,1)]`` (row, column offsets), as in the
+    official code, timm and torchvision, so their weights load unchanged. Odd sides are zero-padded.
+    """
+
+    def __init__(self, *, dim: int, out_dim: int | None = None):
+        super().__init__()
+        self.dim = dim
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, out_dim or 2 * dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+            h, w = h + h % 2, w + w % 2
+        x = x.view(b, h // 2, 2, w // 2, 2, c)  # (B, H/2, dh, W/2, dw, C)
+        x = x.permute(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)  # (B, H/2, W/2, [dw, dh, C])
+        return self.reduction(self.norm(x))

@@ -1,0 +1,152 @@
+"""Pure window functions of the Swin Transformer (Liu et al., ICCV 2021, Sec. 3.2).
+
+Every function works on channels-last maps ``(B, H, W, C)`` and is free of module state,
+so each can be tested on its own:
+
+* :func:`fit_window` - the effective window and shift of a stage at a given map size;
+* :func:`pad_to_windows` - zero padding of the bottom/right edge to a multiple of the window;
+* :func:`cyclic_shift` - the roll by ``-shift`` (and back, with ``reverse=True``);
+* :func:`window_partition` / :func:`window_reverse` - map ⇄ stacked non-overlapping windows;
+* :func:`region_ids` / :func:`shifted_window_mask` - which tokens of a shifted window came from
+  different regions of the map and so must not attend to each other (Fig. 4 of the paper);
+* :func:`relative_position_index` - index of the ``(2M-1)²`` bias table for every token pair.
+
+Padding follows torchvision: the map is padded *before* the cyclic shift, padded tokens are zero
+vectors (their keys and values are the projection biases) and are not masked out. This equals the
+official implementation whenever no padding is needed (e.g. 224² with M=7).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+Pair = tuple[int, int]
+
+
+def fit_window(map_size: Pair, window_size: Pair, shift_size: Pair) -> tuple[Pair, Pair]:
+    """The window and shift a stage uses on a map of ``map_size``.
+
+    Where a side of the map is not larger than the window, the window shrinks to that side and the
+    shift along it is dropped (as the official and timm code do): one window then covers the side,
+    so there is nothing to shift.
+
+    Args:
+        map_size: ``(H, W)`` of the unpadded map.
+        window_size: the configured ``(Mh, Mw)``.
+        shift_size: the configured ``(Sh, Sw)`` (``(0, 0)`` for W-MSA blocks).
+
+    Returns:
+        ``(window, shift)`` as pairs.
+    """
+    window = tuple(min(m, s) for m, s in zip(window_size, map_size, strict=True))
+    shift = tuple(0 if s <= m else sh for s, m, sh in zip(map_size, window_size, shift_size, strict=True))
+    return window, shift  # type: ignore[return-value]
+
+
+def pad_to_windows(x: torch.Tensor, window: Pair) -> torch.Tensor:
+    """Zero-pad ``x`` of shape ``(B, H, W, C)`` at the bottom/right to multiples of ``window``."""
+    _, h, w, _ = x.shape
+    pad_h = (-h) % window[0]
+    pad_w = (-w) % window[1]
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # (B, Hp, Wp, C)
+    return x
+
+
+def cyclic_shift(x: torch.Tensor, shift: Pair, reverse: bool = False) -> torch.Tensor:
+    """Roll ``x`` of shape ``(B, H, W, C)`` up-left by ``shift`` (down-right with ``reverse``)."""
+    if shift[0] == 0 and shift[1] == 0:
+        return x
+    sign = 1 if reverse else -1
+    return torch.roll(x, shifts=(sign * shift[0], sign * shift[1]), dims=(1, 2))
+
+
+def window_partition(x: torch.Tensor, window: Pair) -> torch.Tensor:
+    """Split ``(B, H, W, C)`` into windows ``(B*nW, Mh*Mw, C)``, row-major over windows.
+
+    ``H`` and ``W`` must be multiples of the window (see :func:`pad_to_windows`).
+    """
+    b, h, w, c = x.shape
+    mh, mw = window
+    x = x.view(b, h // mh, mh, w // mw, mw, c)  # (B, H/Mh, Mh, W/Mw, Mw, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, mh * mw, c)  # (B*nW, Mh*Mw, C)
+
+
+def window_reverse(windows: torch.Tensor, window: Pair, map_size: Pair) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``(B*nW, Mh*Mw, C)`` → ``(B, H, W, C)``."""
+    h, w = map_size
+    mh, mw = window
+    c = windows.shape[-1]
+    x = windows.view(-1, h // mh, w // mw, mh, mw, c)  # (B, H/Mh, W/Mw, Mh, Mw, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)  # (B, H, W, C)
+
+
+def region_ids(map_size: Pair, window: Pair, shift: Pair, device=None) -> torch.Tensor:
+    """Region label of every token of the padded map *after* the cyclic shift, ``(H, W)`` int.
+
+    Rolling by ``-shift`` brings the top/left strips of width ``shift`` round to the bottom/right;
+    tokens of a shifted window that were not neighbours in the original map get different labels.
+    Each side splits into ``[0, H-M)``, ``[H-M, H-S)``, ``[H-S, H)``: 3×3 = 9 regions at most.
+    """
+    h, w = map_size
+    ids = torch.zeros(h, w, dtype=torch.long, device=device)
+    rows = _strips(h, window[0], shift[0])
+    cols = _strips(w, window[1], shift[1])
+    for i, rs in enumerate(rows):
+        for j, cs in enumerate(cols):
+            ids[rs, cs] = i * len(cols) + j
+    return ids
+
+
+def _strips(n: int, m: int, s: int) -> list[slice]:
+    """The strips of one side of the map that fall into different regions after a roll by s."""
+    if s == 0:
+        return [slice(0, n)]
+    return [slice(0, n - m), slice(n - m, n - s), slice(n - s, n)]
+
+
+def shifted_window_mask(
+    map_size: Pair, window: Pair, shift: Pair, device=None, dtype=torch.float32
+) -> torch.Tensor | None:
+    """Additive attention mask ``(nW, N, N)`` for shifted windows (``N = Mh*Mw``).
+
+    Entry ``[w, i, j]`` is ``-inf``-like (``-100``, as in the official code, so a fully masked row
+    cannot produce NaN) where tokens i and j of window w came from different regions, else 0.
+    ``None`` when ``shift`` is zero (nothing to mask). ``map_size`` is the padded size.
+    """
+    if shift[0] == 0 and shift[1] == 0:
+        return None
+    ids = region_ids(map_size, window, shift, device=device)  # (H, W)
+    win = window_partition(ids[None, :, :, None], window).squeeze(-1)  # (nW, N)
+    different = win[:, :, None] != win[:, None, :]  # (nW, N, N)
+    return torch.zeros(different.shape, dtype=dtype, device=device).masked_fill_(different, -100.0)
+
+
+@lru_cache(maxsize=64)
+def _relative_position_index_cpu(window: Pair, table_window: Pair) -> torch.Tensor:
+    mh, mw = window
+    coords = torch.stack(
+        torch.meshgrid(torch.arange(mh), torch.arange(mw), indexing="ij")
+    ).flatten(1)  # (2, N)
+    rel = coords[:, :, None] - coords[:, None, :]  # (2, N, N), offsets in (-(M-1), M-1)
+    rel_h = rel[0] + table_window[0] - 1  # shift to [0, 2Mh-2] of the *table's* window
+    rel_w = rel[1] + table_window[1] - 1
+    return rel_h * (2 * table_window[1] - 1) + rel_w  # (N, N)
+
+
+def relative_position_index(window: Pair, table_window: Pair | None = None) -> torch.Tensor:
+    """Index ``(N, N)`` into a ``(2Mh'-1)(2Mw'-1)`` table for every pair of tokens of a window.
+
+    Args:
+        window: the window the attention runs over, ``(Mh, Mw)``.
+        table_window: the window the table was built for (default: ``window``). A smaller window
+            (a stage whose map is smaller than the configured window) uses the table's centre:
+            its offsets are a subset of the table's.
+    """
+    table_window = tuple(table_window or window)
+    if any(w > t for w, t in zip(window, table_window, strict=True)):
+        raise ValueError(f"window {window} is larger than the bias table's window {table_window}")
+    return _relative_position_index_cpu(tuple(window), table_window)

@@ -1,0 +1,270 @@
+"""Swin Transformer (Liu et al., "Swin Transformer: Hierarchical Vision Transformer using Shifted
+Windows", ICCV 2021), with every switch of the paper's ablation table (Table 4).
+
+Patch partition 4×4 → linear embedding C → stages of ``depths`` blocks; between stages a patch
+merging halves H and W and doubles C. Blocks alternate W-MSA and SW-MSA (Eq. 3)::
+
+    ẑˡ = W-MSA(LN(zˡ⁻¹)) + zˡ⁻¹        zˡ = MLP(LN(ẑˡ)) + ẑˡ
+    ẑˡ⁺¹ = SW-MSA(LN(zˡ)) + zˡ         zˡ⁺¹ = MLP(LN(ẑˡ⁺¹)) + ẑˡ⁺¹
+
+Final LN → global average pool → linear head. Tokens flow channels-last, ``(B, H, W, C)``.
+
+Inputs of any size are accepted: the image is padded to a multiple of the patch, odd maps before a
+merge are padded by one row/column, and maps that are not multiples of the window are zero-padded
+at the bottom/right before the cyclic shift (as torchvision does). A stage whose map side is not
+larger than the window shrinks the window to that side and drops the shift along it (as the
+official code and timm do).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..layers import (
+    AbsolutePositionEmbedding,
+    DropPath,
+    Mlp,
+    PatchEmbed,
+    PatchMerging,
+    WindowAttention,
+)
+from ..layers.windows import Pair
+from .registry import register
+
+POSITIONS = ("rel", "none", "abs", "abs+rel", "rel-only")
+
+
+def _pair(v) -> Pair:
+    if isinstance(v, int):
+        return (v, v)
+    t = tuple(int(i) for i in v)
+    if len(t) != 2:
+        raise ValueError(f"expected an int or a pair of ints, got {v!r}")
+    return t  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class SwinConfig:
+    img_size: Pair = (224, 224)  # the size it is built for (abs. position grid, profiling); any size runs
+    patch_size: int = 4  # P of the P×P patch partition
+    in_chans: int = 3  # image channels
+    num_classes: int = 1000  # head outputs; 0 = no head (forward returns pooled features)
+    embed_dim: int = 96  # C of stage 1
+    depths: tuple[int, ...] = (2, 2, 6, 2)  # blocks per stage
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)  # attention heads per stage
+    window_size: Pair = (7, 7)  # M
+    mlp_ratio: float = 4.0  # MLP hidden width / C
+    qkv_bias: bool = True  # biases on the q, k, v projection
+    drop_rate: float = 0.0  # dropout before the head
+    drop_path_rate: float = 0.1  # stochastic depth of the last block; rises linearly from 0
+    patch_norm: bool = True  # LayerNorm after the patch embedding
+    shift: bool = True  # Table 4 "shifted windows"; False = "w/o shifting"
+    mask_shifted: bool = True  # mask cross-region pairs in shifted windows; False = attend without mask
+    position: str = "rel"  # rel | none | abs | abs+rel | rel-only ("rel. pos. w/o app.")
+    attention_backend: str = "auto"  # window-attention implementation, see swinlab.kernels
+    extra: dict = field(default_factory=dict, compare=False, repr=False)  # free-form notes (e.g. source)
+
+    def __post_init__(self):
+        object.__setattr__(self, "img_size", _pair(self.img_size))
+        object.__setattr__(self, "window_size", _pair(self.window_size))
+        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
+        object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
+        if len(self.depths) != len(self.num_heads) or not self.depths:
+            raise ValueError(f"depths {self.depths} and num_heads {self.num_heads} need one entry per stage")
+        if self.position not in POSITIONS:
+            raise ValueError(f"position must be one of {POSITIONS}, got {self.position!r}")
+        if min(self.window_size) < 1 or self.patch_size < 1 or min(self.img_size) < 1:
+            raise ValueError("window_size, patch_size and img_size must be positive")
+        for i, h in enumerate(self.num_heads):
+            if (self.embed_dim * 2**i) % h:
+                raise ValueError(f"stage {i} width {self.embed_dim * 2**i} is not divisible by {h} heads")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+
+    def replace(self, **changes) -> SwinConfig:
+        """A copy with ``changes`` applied; unknown field names are an error."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise TypeError(f"SwinConfig has no field(s) {unknown}; fields are {sorted(names)}")
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def num_features(self) -> int:
+        """Channels of the last stage."""
+        return self.embed_dim * 2 ** (len(self.depths) - 1)
+
+
+class SwinBlock(nn.Module):
+    """Pre-norm residual block: (S)W-MSA then MLP, each with stochastic depth (Eq. 3)."""
+
+    def __init__(self, *, dim: int, num_heads: int, window_size: Pair, shift_size: Pair,
+                 mlp_ratio: float, qkv_bias: bool, drop_path: float, position: str,
+                 mask_shifted: bool, attention_backend: str):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(
+            dim=dim, num_heads=num_heads, window_size=window_size, shift_size=shift_size,
+            qkv_bias=qkv_bias, rel_pos=position in ("rel", "abs+rel", "rel-only"),
+            use_qk=position != "rel-only", mask_shifted=mask_shifted, backend=attention_backend,
+        )
+        self.drop_path1 = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio))
+        self.drop_path2 = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self.attn(self.norm1(x)))  # (B, H, W, C)
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+class SwinStage(nn.Module):
+    """Optional patch merging (stages after the first), then blocks alternating W-MSA / SW-MSA."""
+
+    def __init__(self, *, dim: int, out_dim: int, depth: int, num_heads: int, downsample: bool,
+                 drop_path: list[float], config: SwinConfig):
+        super().__init__()
+        self.downsample = PatchMerging(dim=dim, out_dim=out_dim) if downsample else nn.Identity()
+        m = config.window_size
+        shifted = (m[0] // 2, m[1] // 2) if config.shift else (0, 0)
+        self.blocks = nn.Sequential(*[
+            SwinBlock(
+                dim=out_dim, num_heads=num_heads, window_size=m,
+                shift_size=shifted if i % 2 else (0, 0),
+                mlp_ratio=config.mlp_ratio, qkv_bias=config.qkv_bias, drop_path=drop_path[i],
+                position=config.position, mask_shifted=config.mask_shifted,
+                attention_backend=config.attention_backend,
+            )
+            for i in range(depth)
+        ])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.downsample(x))
+
+
+class SwinTransformer(nn.Module):
+    """The Swin Transformer classifier. Build it from a :class:`SwinConfig` (kept as ``.config``)."""
+
+    def __init__(self, config: SwinConfig):
+        super().__init__()
+        self.config = config
+        c = config.embed_dim
+        self.patch_embed = PatchEmbed(patch_size=config.patch_size, in_chans=config.in_chans,
+                                      embed_dim=c, norm=config.patch_norm)
+        grid = (-(-config.img_size[0] // config.patch_size), -(-config.img_size[1] // config.patch_size))
+        self.abs_pos = (AbsolutePositionEmbedding(grid_size=grid, dim=c)
+                        if config.position in ("abs", "abs+rel") else None)
+        # device="cpu": a list of rates, also when the model is built under `with torch.device("meta")`
+        dpr = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
+        stages, start = [], 0
+        for i, (depth, heads) in enumerate(zip(config.depths, config.num_heads, strict=True)):
+            in_dim = c * 2 ** max(i - 1, 0)
+            stages.append(SwinStage(dim=in_dim, out_dim=c * 2**i, depth=depth, num_heads=heads,
+                                    downsample=i > 0, drop_path=dpr[start:start + depth], config=config))
+            start += depth
+        self.stages = nn.ModuleList(stages)
+        self.num_features = config.num_features
+        self.norm = nn.LayerNorm(self.num_features)
+        self.head_drop = nn.Dropout(config.drop_rate)
+        self.head = nn.Linear(self.num_features, config.num_classes) if config.num_classes else nn.Identity()
+        self.apply(_init_weights)
+
+    # --- the classifier API shared by every family -------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C_in, H, W)`` → normalized last-stage tokens ``(B, H/32, W/32, 8C)``."""
+        x = self._embed(x)
+        for stage in self.stages:
+            x = stage(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens ``(B, H, W, C)`` → global average pool ``(B, C)`` → logits (unless ``pre_logits``)."""
+        x = self.head_drop(x.mean(dim=(1, 2)))  # (B, C)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x: torch.Tensor, norm: bool = False) -> list[torch.Tensor]:
+        """The output of every stage as an NCHW map (strides P, 2P, 4P, ...: 4/8/16/32 for P=4).
+
+        Args:
+            x: images ``(B, C_in, H, W)``.
+            norm: apply the final LayerNorm to the last map (as ``forward_features`` does).
+        """
+        x = self._embed(x)
+        maps = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            y = self.norm(x) if norm and i == len(self.stages) - 1 else x
+            maps.append(y.permute(0, 3, 1, 2).contiguous())  # (B, C_i, H_i, W_i)
+        return maps
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters that take no weight decay: position tables and embeddings."""
+        return {n for n, _ in self.named_parameters() if n.endswith(("rel_pos.table", "pos_embed"))}
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head with a fresh one for ``num_classes`` (0: no head)."""
+        self.config = self.config.replace(num_classes=num_classes)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        if num_classes:
+            _init_weights(self.head)
+
+    def set_attention_backend(self, backend: str) -> None:
+        """Switch every window attention to ``backend`` (see :mod:`swinlab.kernels`)."""
+        for m in self.modules():
+            if isinstance(m, WindowAttention):
+                m.set_backend(backend)
+        self.config = self.config.replace(attention_backend=backend)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)  # (B, H/P, W/P, C)
+        return self.abs_pos(x) if self.abs_pos is not None else x
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+# --- presets (Table 1 of the paper; drop_path_rate as in the official configs) ----------------
+_PRESETS: dict[str, tuple[SwinConfig, str]] = {
+    "swin_t": (SwinConfig(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.2),
+               "Swin-T, 224², M=7: 28.3M params, 4.5G MACs"),
+    "swin_s": (SwinConfig(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.3),
+               "Swin-S, 224², M=7: 49.6M params, 8.7G MACs"),
+    "swin_b": (SwinConfig(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5),
+               "Swin-B, 224², M=7: 87.8M params, 15.4G MACs"),
+    "swin_l": (SwinConfig(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), drop_path_rate=0.2),
+               "Swin-L, 224², M=7: 197M params, 34.5G MACs"),
+    "swin_b_384": (SwinConfig(img_size=384, window_size=12, embed_dim=128, depths=(2, 2, 18, 2),
+                              num_heads=(4, 8, 16, 32), drop_path_rate=0.5),
+                   "Swin-B, 384², M=12: 87.9M params, 47.0G MACs"),
+    "swin_l_384": (SwinConfig(img_size=384, window_size=12, embed_dim=192, depths=(2, 2, 18, 2),
+                              num_heads=(6, 12, 24, 48), drop_path_rate=0.2),
+                   "Swin-L, 384², M=12: 197M params, 103.9G MACs"),
+    # Small images (Fashion-MNIST, 28×28×1): patch 2 → 14×14 tokens, three stages 14² → 7² → 4².
+    "swin_micro_28": (SwinConfig(img_size=28, patch_size=2, in_chans=1, num_classes=10, embed_dim=64,
+                                 depths=(2, 4, 2), num_heads=(2, 4, 8), window_size=7, drop_path_rate=0.1),
+                      "a small Swin for 28×28 single-channel images (Fashion-MNIST)"),
+    # A tiny model for tests and CPU experiments on 32×32 inputs.
+    "swin_pico": (SwinConfig(img_size=32, patch_size=2, embed_dim=32, depths=(2, 2), num_heads=(2, 4),
+                             window_size=4, num_classes=10, drop_path_rate=0.0),
+                  "a tiny two-stage Swin for tests (32×32, M=4)"),
+}
+
+for _name, (_config, _doc) in _PRESETS.items():
+    register(_name, _config, SwinTransformer, _doc)

@@ -1,0 +1,146 @@
+"""Converters from peer checkpoint layouts to swinlab's state-dict keys.
+
+Sources:
+
+* ``timm`` - timm ≥ 0.9 ``SwinTransformer`` (patch merging at the *start* of stages ``1..``),
+  and the older timm layout (merging at the *end* of stages, like the official one);
+* ``torchvision`` - ``torchvision.models.swin_t/s/b`` (``features.{0..7}``, ``mlp.0``/``mlp.3``);
+* ``official`` - microsoft/Swin-Transformer checkpoints (``{"model": ...}``, merging at the end of
+  stages ``0..2``, ``absolute_pos_embed`` for the ``ape`` variants).
+
+Buffers the peers save (``relative_position_index``, ``attn_mask``) are recomputed by swinlab and
+dropped. :func:`infer_swin_config` reads a :class:`~swinlab.models.swin.SwinConfig` off a converted
+state dict, so a foreign checkpoint can be loaded without knowing its variant.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+
+import torch
+
+SOURCES = ("timm", "torchvision", "official", "swinlab")
+_BUFFERS = ("relative_position_index", "attn_mask")
+
+
+def unwrap(checkpoint: Mapping) -> dict[str, torch.Tensor]:
+    """The state dict inside a training checkpoint (``{"model": ...}``, ``{"state_dict": ...}``)."""
+    for key in ("model", "state_dict", "model_state_dict"):
+        if key in checkpoint and isinstance(checkpoint[key], Mapping):
+            checkpoint = checkpoint[key]
+    sd = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+    if not sd:
+        raise ValueError("the checkpoint holds no tensors; is it a state dict?")
+    # Lightning / DDP prefixes
+    for prefix in ("model.", "module."):
+        if all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def convert(state_dict: Mapping, source: str) -> dict[str, torch.Tensor]:
+    """Rename a peer's Swin state dict to swinlab's keys.
+
+    Args:
+        state_dict: the peer's state dict (or a checkpoint dict wrapping it).
+        source: one of ``timm``, ``torchvision``, ``official`` (``swinlab`` returns it unwrapped).
+
+    Returns:
+        A new dict that :meth:`SwinTransformer.load_state_dict` takes.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose one of {SOURCES}")
+    sd = unwrap(state_dict)
+    sd = {k: v for k, v in sd.items() if not k.endswith(_BUFFERS)}
+    if source == "swinlab":
+        return dict(sd)
+    if source == "torchvision":
+        return _from_torchvision(sd)
+    # timm ≥ 0.9 merges at the start of stage i; the official layout (and old timm) at the end of stage i.
+    merge_at_end = source == "official" or "layers.0.downsample.reduction.weight" in sd
+    out = {}
+    for k, v in sd.items():
+        k = k.replace("attn.relative_position_bias_table", "attn.rel_pos.table")
+        k = re.sub(r"^head\.fc\.", "head.", k)
+        m = re.match(r"^layers\.(\d+)\.downsample\.(.*)$", k)
+        if m:
+            stage = int(m.group(1)) + (1 if merge_at_end else 0)
+            k = f"stages.{stage}.downsample.{m.group(2)}"
+        else:
+            k = re.sub(r"^layers\.(\d+)\.", r"stages.\1.", k)
+        if k == "absolute_pos_embed":
+            k, v = "abs_pos.pos_embed", _grid_pos_embed(v)
+        out[k] = v
+    return out
+
+
+def _from_torchvision(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # features.0 = [Conv2d, Permute, LayerNorm]; odd features.{1,3,5,7} = stages; even {2,4,6} = merging.
+    out = {}
+    for k, v in sd.items():
+        k = k.replace("features.0.0.", "patch_embed.proj.").replace("features.0.2.", "patch_embed.norm.")
+        k = k.replace("attn.relative_position_bias_table", "attn.rel_pos.table")
+        k = k.replace(".mlp.0.", ".mlp.fc1.").replace(".mlp.3.", ".mlp.fc2.")
+        m = re.match(r"^features\.(\d+)\.(.*)$", k)
+        if m:
+            idx, rest = int(m.group(1)), m.group(2)
+            # odd: a stage, features.{2s+1}.{block}.…; even: the merge before stage s, features.{2s}.…
+            k = f"stages.{idx // 2}.{'blocks' if idx % 2 else 'downsample'}.{rest}"
+        out[k] = v
+    return out
+
+
+def _grid_pos_embed(v: torch.Tensor) -> torch.Tensor:
+    """``(1, L, C)`` → ``(1, √L, √L, C)`` (the official ``ape`` layout is a square token list)."""
+    if v.ndim == 4:
+        return v
+    side = math.isqrt(v.shape[1])
+    if side * side != v.shape[1]:
+        raise ValueError(f"absolute_pos_embed has {v.shape[1]} tokens, not a square grid")
+    return v.reshape(1, side, side, v.shape[2])
+
+
+def infer_swin_config(state_dict: Mapping[str, torch.Tensor], **overrides):
+    """A :class:`SwinConfig` matching a swinlab-keyed Swin state dict (``overrides`` win).
+
+    Reads embed_dim, patch size, in_chans from the patch embedding; depths from the block keys;
+    heads and window from the relative-bias tables; num_classes from the head; position from the
+    presence of tables and an absolute embedding. ``img_size`` cannot be read off (it defaults to
+    224², or 384² for a 12×12 window) and should be passed where it matters.
+    """
+    from ..models.swin import SwinConfig
+
+    sd = state_dict
+    try:
+        proj = sd["patch_embed.proj.weight"]  # (C, C_in, P, P)
+    except KeyError:
+        raise ValueError("not a Swin state dict in swinlab keys: no 'patch_embed.proj.weight'; "
+                         "convert it first with convert(sd, source=...)") from None
+    stage_ids = sorted({int(m.group(1)) for k in sd if (m := re.match(r"^stages\.(\d+)\.blocks\.", k))})
+    depths = [len({int(m.group(1)) for k in sd if (m := re.match(rf"^stages\.{s}\.blocks\.(\d+)\.", k))})
+              for s in stage_ids]
+    tables = [sd.get(f"stages.{s}.blocks.0.attn.rel_pos.table") for s in stage_ids]
+    has_rel = tables[0] is not None
+    if has_rel:
+        heads = [t.shape[1] for t in tables]
+        side = (math.isqrt(tables[0].shape[0]) + 1) // 2
+    else:
+        heads, side = overrides.get("num_heads"), overrides.get("window_size", 7)
+        if heads is None:
+            raise ValueError("the state dict has no relative-bias tables; pass num_heads=...")
+    has_abs = "abs_pos.pos_embed" in sd
+    position = {(True, False): "rel", (True, True): "abs+rel", (False, True): "abs", (False, False): "none"}
+    head = sd.get("head.weight")
+    fields = dict(
+        embed_dim=proj.shape[0], in_chans=proj.shape[1], patch_size=proj.shape[2],
+        depths=tuple(depths), num_heads=tuple(heads), window_size=side,
+        img_size=384 if side == 12 else 224,
+        num_classes=head.shape[0] if head is not None else 0,
+        position=position[(has_rel, has_abs)],
+        qkv_bias="stages.0.blocks.0.attn.qkv.bias" in sd,
+        patch_norm="patch_embed.norm.weight" in sd,
+    )
+    fields.update(overrides)
+    return SwinConfig(**fields)

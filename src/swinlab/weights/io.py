@@ -1,0 +1,161 @@
+"""Checkpoint I/O: safetensors files that carry the model's config, and checked loading.
+
+A swinlab checkpoint is one ``.safetensors`` file whose metadata holds the config as JSON
+(``swinlab.config``) and its family (``swinlab.family``), so ``load(path)`` rebuilds the model
+with no other information. Pickled checkpoints (``.pth``, ``.pt``, ``.ckpt``, ``.bin``) are read
+with ``torch.load(weights_only=True)`` only: they can hold tensors and plain containers, never code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .convert import infer_swin_config, unwrap
+
+FORMAT_VERSION = "1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or does not fit the model it is loaded into."""
+
+
+def config_to_json(config) -> str:
+    """The config dataclass as JSON (tuples as lists)."""
+    return json.dumps({"family": type(config).__name__, "config": dataclasses.asdict(config)}, sort_keys=True)
+
+
+def config_from_json(text: str):
+    """Inverse of :func:`config_to_json`."""
+    from ..models.registry import config_classes
+
+    data = json.loads(text)
+    classes = config_classes()
+    if data.get("family") not in classes:
+        raise CheckpointError(f"checkpoint is for model family {data.get('family')!r}; "
+                              f"this swinlab knows {sorted(classes)}")
+    cls = classes[data["family"]]
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data["config"].items() if k in known})
+
+
+def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``model``'s weights and config to ``path`` (``.safetensors``), atomically.
+
+    The file is written next to its destination and renamed over it, so an interrupted save never
+    leaves a half-written checkpoint where a good one was.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"swinlab checkpoints are .safetensors files; got {path.name!r}")
+    meta = {"swinlab.format": FORMAT_VERSION}
+    if hasattr(model, "config"):
+        meta["swinlab.config"] = config_to_json(model.config)
+    meta.update(metadata or {})
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a checkpoint file (safetensors, or pickled with ``weights_only``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+            return load_file(str(path)), meta
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path} is not a readable safetensors file ({e}); "
+                                  "is it truncated or of another format?") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path} holds Python objects beyond tensors, which swinlab will not unpickle "
+            f"(torch.load(weights_only=True) refused: {str(e).splitlines()[0]}). Re-save it as a plain "
+            "state dict, or as safetensors, in the environment that made it.") from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({e})") from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    return unwrap(obj), {}
+
+
+def load_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = True) -> None:
+    """Load ``state_dict`` into ``model``, naming every key that is missing, unexpected or misshapen.
+
+    Raises:
+        CheckpointError: with the key and both shapes for each mismatch (nothing is loaded then).
+    """
+    own = model.state_dict()
+    problems = []
+    for k, v in state_dict.items():
+        if k in own and own[k].shape != v.shape:
+            problems.append(f"  {k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}")
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    if strict:
+        problems += [f"  {k}: missing from the checkpoint (model {tuple(own[k].shape)})"
+                     for k in missing[:10]]
+        problems += [f"  {k}: not in the model (checkpoint {tuple(state_dict[k].shape)})"
+                     for k in unexpected[:10]]
+        if len(missing) > 10 or len(unexpected) > 10:
+            problems.append(f"  ... {len(missing)} missing and {len(unexpected)} unexpected keys in all")
+    if problems:
+        raise CheckpointError(
+            "the checkpoint does not fit this model:\n" + "\n".join(problems) +
+            "\nIs it a checkpoint of another model or variant? Build the model it was saved from "
+            "(swinlab.weights.load(path) does so from the saved config), or convert a peer's "
+            "checkpoint with swinlab.weights.convert(sd, source=...).")
+    model.load_state_dict(state_dict, strict=strict)
+
+
+def load(path: str | os.PathLike, model: nn.Module | None = None, *, source: str | None = None,
+         strict: bool = True, **overrides) -> nn.Module:
+    """Load a checkpoint into ``model``, or build the model it describes.
+
+    Args:
+        path: a swinlab ``.safetensors`` file, or a peer checkpoint (with ``source``).
+        model: load into this model (checked key by key); ``None`` builds one from the saved
+            config, or, for a peer's Swin checkpoint, from the config inferred from its shapes.
+        source: the peer layout of a foreign checkpoint: ``timm``, ``torchvision``, ``official``.
+        strict: every key must match.
+        **overrides: config fields to change when building (e.g. ``img_size``), weights unchanged.
+    """
+    from ..models.registry import build_from_config
+    from .convert import convert
+
+    sd, meta = read_state_dict(path)
+    if source is not None:
+        sd = convert(sd, source)
+    if model is None:
+        if "swinlab.config" in meta:
+            config = config_from_json(meta["swinlab.config"])
+            config = config.replace(**overrides) if overrides else config
+        else:
+            config = infer_swin_config(sd, **overrides)
+        model = build_from_config(config)
+    load_state_dict(model, sd, strict=strict)
+    return model

@@ -1,0 +1,135 @@
+"""Numerical parity with the Swin implementations users already trust (timm, torchvision, and the
+official checkpoint layout): random weights, converted into swinlab, float32, max |Δ| ≤ 1e-4."""
+
+import re
+
+import pytest
+import torch
+
+import swinlab
+from conftest import randomize_
+from swinlab.weights import convert, load_state_dict
+
+timm = pytest.importorskip("timm")
+torchvision = pytest.importorskip("torchvision")
+
+TOL = 1e-4
+
+TIMM = {  # swinlab name -> timm name
+    "swin_t": "swin_tiny_patch4_window7_224",
+    "swin_s": "swin_small_patch4_window7_224",
+    "swin_b": "swin_base_patch4_window7_224",
+    "swin_l": "swin_large_patch4_window7_224",
+    "swin_b_384": "swin_base_patch4_window12_384",
+    "swin_l_384": "swin_large_patch4_window12_384",
+}
+TORCHVISION = {"swin_t": "swin_t", "swin_s": "swin_s", "swin_b": "swin_b"}
+SLOW = {"swin_l", "swin_l_384", "swin_b_384", "swin_b", "swin_s"}
+
+
+def _params(names, slow=SLOW):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in names]
+
+
+def _compare(ours, theirs_logits, theirs_maps, x):
+    with torch.no_grad():
+        logits = ours(x)
+        maps = ours.forward_intermediates(x)
+    assert logits.shape == theirs_logits.shape
+    err = (logits - theirs_logits).abs().max().item()
+    assert err <= TOL, f"max |Δlogits| = {err:.3g}"
+    assert len(maps) == len(theirs_maps)
+    for i, (a, b) in enumerate(zip(maps, theirs_maps, strict=True)):
+        assert a.shape == b.shape, f"stage {i}: {tuple(a.shape)} vs {tuple(b.shape)}"
+        err = (a - b).abs().max().item()
+        assert err <= TOL, f"stage {i}: max |Δ| = {err:.3g}"
+    return logits
+
+
+# Sizes where both peers agree with the paper's geometry. timm rolls *before* padding a map that is
+# not a multiple of the window (its mask then no longer matches the rolled regions), so timm parity
+# is checked at sizes needing no window padding, including non-square ones; torchvision (pad, then
+# roll, which swinlab follows) also at sizes that need padding and are not multiples of 32.
+@pytest.mark.parametrize("name", _params(TIMM))
+def test_timm_parity(name):
+    cfg = swinlab.models.get_config(name)
+    sizes = [cfg.img_size]
+    if name == "swin_t":
+        sizes += [(224, 448), (448, 224)]
+    for size in sizes:
+        theirs = randomize_(timm.create_model(TIMM[name], pretrained=False, img_size=size))
+        ours = swinlab.create_model(name, img_size=size).eval()
+        load_state_dict(ours, convert(theirs.state_dict(), "timm"))
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            ref = theirs(x)
+            ref_maps = theirs.forward_intermediates(x, intermediates_only=True)
+        _compare(ours, ref, ref_maps, x)
+
+
+def _torchvision_forward(model, x):
+    maps, h = [], x
+    for i, layer in enumerate(model.features):
+        h = layer(h)
+        if i % 2:  # after each stage
+            maps.append(h.permute(0, 3, 1, 2))
+    logits = model.head(model.flatten(model.avgpool(model.permute(model.norm(h)))))
+    return logits, maps
+
+
+@pytest.mark.parametrize("name", _params(TORCHVISION))
+def test_torchvision_parity(name):
+    theirs = randomize_(getattr(torchvision.models, TORCHVISION[name])())
+    ours = swinlab.create_model(name).eval()
+    load_state_dict(ours, convert(theirs.state_dict(), "torchvision"))
+    # 224²; 256² (maps 64/32/16/8: every stage pads to the window); 200×232 (not multiples of 32: odd
+    # maps before merging, and a 7×8 last stage where only one axis shifts).
+    for size in [(224, 224), (256, 256), (200, 232)]:
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            ref, ref_maps = _torchvision_forward(theirs, x)
+            assert (ref - theirs(x)).abs().max() == 0  # our re-run of torchvision's forward is its forward
+        _compare(ours, ref, ref_maps, x)
+
+
+def _official_layout(timm_sd):
+    """timm ≥ 0.9 keys → microsoft/Swin-Transformer keys: merging at the *end* of stages, ``head``,
+    the ``relative_position_index``/``attn_mask`` buffers saved, wrapped as ``{"model": ...}``."""
+    out = {}
+    for k, v in timm_sd.items():
+        m = re.match(r"^layers\.(\d+)\.downsample\.(.*)$", k)
+        if m:
+            k = f"layers.{int(m.group(1)) - 1}.downsample.{m.group(2)}"
+        k = k.replace("head.fc.", "head.")
+        out[k] = v
+        if k.endswith("attn.relative_position_bias_table"):
+            out[k.replace("relative_position_bias_table", "relative_position_index")] = torch.zeros(49, 49)
+    return {"model": out}
+
+
+def test_official_layout_parity():
+    theirs = randomize_(timm.create_model(TIMM["swin_t"], pretrained=False))
+    official = _official_layout(theirs.state_dict())
+    assert "layers.0.downsample.reduction.weight" in official["model"]
+    ours = swinlab.create_model("swin_t").eval()
+    load_state_dict(ours, convert(official, "official"))
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        ref = theirs(x)
+        ref_maps = theirs.forward_intermediates(x, intermediates_only=True)
+    _compare(ours, ref, ref_maps, x)
+
+
+def test_parity_detects_a_wrong_model():
+    """The comparison is sensitive: swinlab without the shift (or without the mask) differs."""
+    theirs = randomize_(timm.create_model(TIMM["swin_t"], pretrained=False))
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        ref = theirs(x)
+        ref_map = theirs.forward_intermediates(x, intermediates_only=True)[0]
+    for override in ({"shift": False}, {"mask_shifted": False}, {"position": "none"}):
+        ours = swinlab.create_model("swin_t", **override).eval()
+        load_state_dict(ours, convert(theirs.state_dict(), "timm"), strict=False)
+        with torch.no_grad():
+            assert (ours(x) - ref).abs().max() > 100 * TOL, override
+            assert (ours.forward_intermediates(x)[0] - ref_map).abs().max() > 1.0, override

@@ -1,0 +1,110 @@
+"""Pure-function tests of the window maths: partition/reverse, shift, padding, region mask, bias index."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from swinlab.layers.windows import (
+    cyclic_shift,
+    fit_window,
+    pad_to_windows,
+    region_ids,
+    relative_position_index,
+    shifted_window_mask,
+    window_partition,
+    window_reverse,
+)
+
+sizes = st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(1, 5),
+                  st.integers(1, 5))
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes, st.integers(1, 3))
+def test_partition_reverse_are_inverse(dims, c):
+    b, nh, nw, mh, mw = dims
+    x = torch.randn(b, nh * mh, nw * mw, c)
+    win = window_partition(x, (mh, mw))
+    assert win.shape == (b * nh * nw, mh * mw, c)
+    assert torch.equal(window_reverse(win, (mh, mw), (nh * mh, nw * mw)), x)
+
+
+def test_partition_takes_contiguous_windows_row_major():
+    x = torch.arange(4 * 6).view(1, 4, 6, 1)
+    win = window_partition(x, (2, 3)).squeeze(-1)
+    assert win.tolist() == [[0, 1, 2, 6, 7, 8], [3, 4, 5, 9, 10, 11],
+                            [12, 13, 14, 18, 19, 20], [15, 16, 17, 21, 22, 23]]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 9), st.integers(0, 8), st.integers(0, 8))
+def test_cyclic_shift_is_inverted_by_reverse(h, w, sh, sw):
+    x = torch.randn(2, h, w, 3)
+    y = cyclic_shift(x, (sh, sw))
+    assert torch.equal(cyclic_shift(y, (sh, sw), reverse=True), x)
+    if h > sh and w > sw:
+        assert torch.equal(y[:, 0, 0], x[:, sh, sw])  # up-left roll: the token at (S, S) moves to (0, 0)
+
+
+def test_pad_to_windows_pads_bottom_right_with_zeros():
+    x = torch.ones(1, 5, 9, 2)
+    y = pad_to_windows(x, (7, 7))
+    assert y.shape == (1, 7, 14, 2)
+    assert torch.equal(y[:, :5, :9], x) and y[:, 5:].abs().sum() == 0 and y[:, :, 9:].abs().sum() == 0
+    assert pad_to_windows(x, (5, 3)) is x  # nothing to pad: no copy
+
+
+@pytest.mark.parametrize(("size", "expect"), [
+    ((56, 56), ((7, 7), (3, 3))),
+    ((7, 7), ((7, 7), (0, 0))),  # map equals window: one window, no shift
+    ((4, 4), ((4, 4), (0, 0))),  # map smaller: window shrinks
+    ((7, 8), ((7, 7), (0, 3))),  # only the long axis shifts
+    ((3, 20), ((3, 7), (0, 3))),
+])
+def test_fit_window(size, expect):
+    assert fit_window(size, (7, 7), (3, 3)) == expect
+    assert fit_window(size, (7, 7), (0, 0))[1] == (0, 0)
+
+
+def test_region_ids_match_the_papers_picture():
+    # Fig. 4 of the paper: an 8×8 map, M=4, S=2. After the roll the 2×2 windows hold
+    # 1, 2, 2 and 4 regions (top-left, top-right, bottom-left, bottom-right).
+    ids = region_ids((8, 8), (4, 4), (2, 2))
+    win = window_partition(ids[None, :, :, None], (4, 4)).squeeze(-1)
+    assert [len(set(w.tolist())) for w in win] == [1, 2, 2, 4]
+    assert ids.unique().numel() == 9  # 3×3 strips
+    assert region_ids((8, 8), (4, 4), (0, 0)).unique().numel() == 1  # no shift: one region
+    ids = region_ids((12, 12), (4, 4), (2, 2))
+    # the strips: [0, H-M), [H-M, H-S), [H-S, H)
+    assert ids[:8, :8].unique().numel() == 1 and ids[8:10, :8].unique().numel() == 1
+    assert ids[10:, 10:].unique().numel() == 1 and ids[10, 10] != ids[9, 9]
+
+
+def test_shifted_window_mask():
+    assert shifted_window_mask((8, 8), (4, 4), (0, 0)) is None
+    mask = shifted_window_mask((8, 8), (4, 4), (2, 2))
+    assert mask.shape == (4, 16, 16)
+    assert torch.equal(mask, mask.transpose(1, 2))  # symmetric
+    assert torch.all(mask.diagonal(dim1=1, dim2=2) == 0)  # a token always sees itself
+    assert set(mask.unique().tolist()) == {0.0, -100.0}
+    assert torch.all(mask[0] == 0)  # the top-left window lies in one region
+    # bottom-right window: token (0,0) and token (3,3) of the window came from different regions
+    assert mask[3, 0, 15] == -100 and mask[3, 0, 1] == 0 and mask[3, 0, 2] == -100
+    # number of visible keys per query in the bottom-right window: each region is 2×2
+    assert torch.all((mask[3] == 0).sum(-1) == 4)
+
+
+def test_relative_position_index():
+    idx = relative_position_index((7, 7))
+    assert idx.shape == (49, 49)
+    assert idx.min() == 0 and idx.max() == 13 * 13 - 1
+    assert torch.all(idx.diagonal() == 6 * 13 + 6)  # zero offset: the centre of the table
+    assert torch.equal(idx, idx.T.flip(0).flip(1).T.flip(0).flip(1))
+    # a pair (i, j) and its opposite (j, i) index mirror rows of the table
+    assert torch.all(idx + idx.T == 2 * (6 * 13 + 6))
+    # a smaller window uses a centred subset of the larger table, with the same offsets
+    small = relative_position_index((4, 4), (7, 7))
+    assert small.max() < 169 and torch.all(small.diagonal() == 6 * 13 + 6)
+    with pytest.raises(ValueError, match="larger than the bias table"):
+        relative_position_index((8, 8), (7, 7))
