@@ -92,15 +92,25 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "global" not in str(e).lower():  # not a code reference: the bytes are not a checkpoint
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint "
+                                  f"({_last_line(e)}); is it truncated or of another format?") from e
         raise CheckpointError(
             f"{path} holds Python objects beyond tensors, which swinlab will not unpickle "
-            f"(torch.load(weights_only=True) refused: {str(e).splitlines()[0]}). Re-save it as a plain "
+            f"(torch.load(weights_only=True) refused: {_last_line(e)}). Re-save it as a plain "
             "state dict, or as safetensors, in the environment that made it.") from e
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({e})") from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
     return unwrap(obj), {}
+
+
+def _last_line(e: Exception) -> str:
+    """The informative line of torch.load's long weights-only message."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    hits = [ln.split("error:", 1)[-1].strip() for ln in lines if "Unsupported" in ln]
+    return (hits or lines or [type(e).__name__])[0].split(". Please use")[0]
 
 
 def load_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = True) -> None:
