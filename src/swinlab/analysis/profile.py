@@ -30,6 +30,7 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..layers import WindowAttention
+from ..layers.global_context import CrossAttention
 from ..layers.windows import Pair
 
 
@@ -73,7 +74,10 @@ def profile(model: nn.Module, img_size: int | Pair | None = None, batch_size: in
           counted once, in full, however many saved tensors view it; parameters and buffers are
           excluded, the input images are included;
         * ``peak_memory_bytes``: on CUDA, ``torch.cuda.max_memory_allocated`` during that training
-          forward pass (everything resident on the device, weights included); ``None`` elsewhere.
+          forward pass (everything resident on the device, weights included); ``None`` elsewhere;
+        * ``global_context``: for a Swin with the extension, its ``params``, ``macs`` and
+          ``attention_entries`` (``N·K·heads`` summed over fusions, per image; ``matrices`` lists
+          each), already included in the totals above; ``None`` without it.
     """
     config = model.config
     size = _pair(img_size if img_size is not None else config.img_size)
@@ -99,11 +103,13 @@ def profile(model: nn.Module, img_size: int | Pair | None = None, batch_size: in
     with torch.random.fork_rng(devices=[run_on] if cuda else []):
         # Pass 1: eval mode, no grad, one image: MACs and the map every window attention sees.
         calls: list[tuple[WindowAttention, Pair]] = []
+        context_calls: list[tuple[int, int, int]] = []
         with _mode(model, training=False), _record_window_maps(model, calls), torch.no_grad(), \
-                FlopCounterMode(display=False) as counter:
+                _record_context_entries(model, context_calls), FlopCounterMode(display=False) as counter:
             functional_call(model, tensors, (images(1),))
         macs = counter.get_total_flops() // 2
         stages = _stage_stats(model, calls)
+        global_context = _context_stats(model, counter, context_calls)
 
         # Pass 2: train mode, grad enabled, the whole batch: what autograd keeps for backward.
         activation_bytes = peak = None
@@ -132,6 +138,40 @@ def profile(model: nn.Module, img_size: int | Pair | None = None, batch_size: in
         "global_attention_entries": _total(stages, "global_attention_entries"),
         "activation_bytes": activation_bytes,
         "peak_memory_bytes": peak,
+        "global_context": global_context,
+    }
+
+
+@contextmanager
+def _record_context_entries(model: nn.Module, entries: list[tuple[int, int, int]]) -> Iterator[None]:
+    """Collect ``(N, K, heads)`` of every cross-stage attention call (the global-context extension)."""
+    def hook(module, args):
+        x, context = args  # (B, N, C), (B, K, C_kv)
+        entries.append((x.shape[1], context.shape[1], module.num_heads))
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, CrossAttention)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _context_stats(model: nn.Module, counter: FlopCounterMode,
+                   entries: list[tuple[int, int, int]]) -> dict | None:
+    """What the global-context extension costs: its params, MACs and attention entries per image."""
+    modules = getattr(model, "global_context", None)
+    if modules is None:
+        return None
+    # a ModuleList is never called, so its children are the outermost modules the counter saw
+    prefix = f"{type(model).__name__}.global_context."
+    flops = sum(sum(c.values()) for k, c in counter.get_flop_counts().items()
+                if k.startswith(prefix) and k[len(prefix):].isdigit())
+    return {
+        "params": sum(p.numel() for p in modules.parameters()),
+        "macs": flops // 2,
+        "attention_entries": sum(n * k * h for n, k, h in entries),
+        "matrices": [{"queries": n, "keys": k, "heads": h} for n, k, h in entries],
     }
 
 

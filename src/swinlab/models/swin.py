@@ -32,6 +32,7 @@ from ..layers import (
     PatchMerging,
     WindowAttention,
 )
+from ..layers.global_context import GlobalContextConfig, GlobalContextFusion
 from ..layers.windows import Pair
 from .registry import register
 
@@ -66,6 +67,7 @@ class SwinConfig:
     mask_shifted: bool = True  # mask cross-region pairs in shifted windows; False = attend without mask
     position: str = "rel"  # rel | none | abs | abs+rel | rel-only ("rel. pos. w/o app.")
     attention_backend: str = "auto"  # window-attention implementation, see swinlab.kernels
+    global_context: GlobalContextConfig | None = None  # cross-stage global context; None = off (the paper)
     extra: dict = field(default_factory=dict, compare=False, repr=False)  # free-form notes (e.g. source)
 
     def __post_init__(self):
@@ -73,6 +75,7 @@ class SwinConfig:
         object.__setattr__(self, "window_size", _pair(self.window_size))
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
         object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
+        object.__setattr__(self, "global_context", GlobalContextConfig.parse(self.global_context))
         if len(self.depths) != len(self.num_heads) or not self.depths:
             raise ValueError(f"depths {self.depths} and num_heads {self.num_heads} need one entry per stage")
         if self.position not in POSITIONS:
@@ -167,18 +170,28 @@ class SwinTransformer(nn.Module):
                                     downsample=i > 0, drop_path=dpr[start:start + depth], config=config))
             start += depth
         self.stages = nn.ModuleList(stages)
+        gc = config.global_context
+        # after stage s+1 (s ≥ 1): K tokens of stage s, K/4 per further stage
+        self.global_context = nn.ModuleList([
+            GlobalContextFusion(dim=c * 2**i, context_dim=c * 2 ** (i - 1), num_heads=config.num_heads[i],
+                                tokens=max(1, gc.tokens // 4 ** (i - 1)), fusion=gc.fusion,
+                                sampler=gc.sampler)
+            for i in range(1, len(stages))
+        ]) if gc is not None else None
         self.num_features = config.num_features
         self.norm = nn.LayerNorm(self.num_features)
         self.head_drop = nn.Dropout(config.drop_rate)
         self.head = nn.Linear(self.num_features, config.num_classes) if config.num_classes else nn.Identity()
         self.apply(_init_weights)
+        for fusion in self.global_context or []:
+            fusion.reset_fusion()
 
     # --- the classifier API shared by every family -------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C_in, H, W)`` → normalized last-stage tokens ``(B, H/32, W/32, 8C)``."""
         x = self._embed(x)
-        for stage in self.stages:
-            x = stage(x)
+        for i in range(len(self.stages)):
+            x = self._stage(i, x)
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -198,8 +211,8 @@ class SwinTransformer(nn.Module):
         """
         x = self._embed(x)
         maps = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
+        for i in range(len(self.stages)):
+            x = self._stage(i, x)
             y = self.norm(x) if norm and i == len(self.stages) - 1 else x
             maps.append(y.permute(0, 3, 1, 2).contiguous())  # (B, C_i, H_i, W_i)
         return maps
@@ -224,6 +237,13 @@ class SwinTransformer(nn.Module):
             if isinstance(m, WindowAttention):
                 m.set_backend(backend)
         self.config = self.config.replace(attention_backend=backend)
+
+    def _stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Stage ``i`` on its input ``x``, then (with the extension) the global context from ``x``."""
+        y = self.stages[i](x)
+        if self.global_context is not None and i > 0:
+            y = self.global_context[i - 1](y, x)
+        return y
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)  # (B, H/P, W/P, C)
@@ -265,6 +285,13 @@ _PRESETS: dict[str, tuple[SwinConfig, str]] = {
                              window_size=4, num_classes=10, drop_path_rate=0.0),
                   "a tiny two-stage Swin for tests (32×32, M=4)"),
 }
+
+# The global-context extension (see swinlab.layers.global_context).
+_PRESETS["swin_t_gc"] = (_PRESETS["swin_t"][0].replace(global_context=GlobalContextConfig()),
+                         "Swin-T + cross-stage global context (add, random sampler, K=196/49/12)")
+_PRESETS["swin_micro_28_gc"] = (
+    _PRESETS["swin_micro_28"][0].replace(global_context=GlobalContextConfig(tokens=49)),
+    "swin_micro_28 + cross-stage global context (add, random sampler, K=49/12)")
 
 for _name, (_config, _doc) in _PRESETS.items():
     register(_name, _config, SwinTransformer, _doc)
