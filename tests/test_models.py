@@ -185,3 +185,13 @@ def test_config_is_kept_and_frozen():
     assert model.config == get_config("swin_t").replace(num_classes=7)
     with pytest.raises(AttributeError):
         model.config.embed_dim = 3
+
+
+def test_inference_mode_then_training():
+    """Cached index/mask tensors made under inference_mode must still serve a training step."""
+    model = swinlab.create_model("swin_pico")
+    x = torch.randn(1, 3, 32, 32)
+    with torch.inference_mode():
+        model.eval()(x)
+    model.train()(x).sum().backward()
+    assert model.head.weight.grad is not None

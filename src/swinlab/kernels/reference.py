@@ -22,6 +22,7 @@ from ..layers.windows import (
 
 
 @lru_cache(maxsize=128)
+@torch.inference_mode(False)  # a cached tensor made under inference_mode could not be used in training
 def _mask(map_size: Pair, window: Pair, shift: Pair, device: torch.device, dtype: torch.dtype):
     return shifted_window_mask(map_size, window, shift, device=device, dtype=dtype)
 

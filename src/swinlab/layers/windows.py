@@ -126,6 +126,7 @@ def shifted_window_mask(
 
 
 @lru_cache(maxsize=64)
+@torch.inference_mode(False)  # a cached tensor made under inference_mode could not be used in training
 def _relative_position_index_cpu(window: Pair, table_window: Pair) -> torch.Tensor:
     mh, mw = window
     coords = torch.stack(
