@@ -10,10 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .reference import window_attention as reference_window_attention
+from .sdpa import window_attention as sdpa_window_attention
 
 WindowAttentionFn = Callable[..., "object"]
 
-_BACKENDS: dict[str, WindowAttentionFn] = {"reference": reference_window_attention}
+_BACKENDS: dict[str, WindowAttentionFn] = {
+    "reference": reference_window_attention,
+    "sdpa": sdpa_window_attention,
+}
 
 
 def register_backend(name: str, fn: WindowAttentionFn) -> None:

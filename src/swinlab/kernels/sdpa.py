@@ -1,0 +1,78 @@
+"""Window attention through ``torch.nn.functional.scaled_dot_product_attention``.
+
+The relative position bias and the shifted-window mask are merged into one additive
+``(nW, heads, N, N)`` tensor handed to SDPA, which then runs the fused kernel of the device (flash
+attention with a bias on CPU; memory-efficient attention on CUDA) instead of separate
+matmul / add / add / softmax / matmul passes. The region mask depends only on the resolution and is
+cached per resolution; the bias is gathered from the table once per call while the table can
+change (training), and cached with the mask in inference, keyed by the table's version.
+
+Same signature and semantics as :func:`swinlab.kernels.reference.window_attention`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+
+from ..layers.windows import Pair, cyclic_shift, window_partition, window_reverse
+from .reference import _mask, relative_bias
+
+_MERGED: OrderedDict = OrderedDict()  # inference cache of merged bias+mask
+_MERGED_MAX = 64
+
+
+def _merged_bias(table, window, table_window, mask_key, dtype) -> torch.Tensor | None:
+    """``(nW or 1, heads, N, N)`` additive logits term: relative bias (+ region mask)."""
+    mask = _mask(*mask_key, dtype) if mask_key is not None else None  # (nW, N, N)
+    if table is None:
+        return None if mask is None else mask[:, None]
+    cacheable = not (torch.is_grad_enabled() and table.requires_grad)
+    key = None
+    if cacheable:
+        key = (table.data_ptr(), table._version, tuple(window), tuple(table_window), mask_key, dtype)
+        hit = _MERGED.get(key)
+        if hit is not None:
+            _MERGED.move_to_end(key)
+            return hit
+    bias = relative_bias(table, window, table_window).to(dtype)[None]  # (1, h, N, N)
+    if mask is not None:
+        bias = bias + mask[:, None]  # (nW, h, N, N)
+    if key is not None:
+        _MERGED[key] = bias
+        if len(_MERGED) > _MERGED_MAX:
+            _MERGED.popitem(last=False)
+    return bias
+
+
+def window_attention(
+    qkv: torch.Tensor,
+    *,
+    num_heads: int,
+    window: Pair,
+    shift: Pair,
+    table: torch.Tensor | None,
+    table_window: Pair,
+    mask_shifted: bool = True,
+    use_qk: bool = True,
+    scale: float,
+) -> torch.Tensor:
+    """See :func:`swinlab.kernels.reference.window_attention`."""
+    b, h, w, c3 = qkv.shape
+    c = c3 // 3
+    d = c // num_heads
+    n = window[0] * window[1]
+    x = window_partition(cyclic_shift(qkv, shift), window)  # (B*nW, N, 3C)
+    nw = x.shape[0] // b
+    q, k, v = x.view(b, nw, n, 3, num_heads, d).permute(3, 0, 1, 4, 2, 5).unbind(0)  # 3 × (B, nW, h, N, d)
+    shifted = mask_shifted and (shift[0] or shift[1])
+    mask_key = ((h, w), tuple(window), tuple(shift), qkv.device) if shifted else None
+    bias = _merged_bias(table, window, table_window, mask_key, q.dtype)  # (nW|1, h, N, N) or None
+    if use_qk:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)  # (B, nW, h, N, d)
+    else:  # "rel. pos. w/o app.": the logits are the bias alone, the same for every image
+        out = bias.softmax(dim=-1) @ v
+    out = out.permute(0, 1, 3, 2, 4).reshape(b * nw, n, c)  # (B*nW, N, C)
+    return cyclic_shift(window_reverse(out, window, (h, w)), shift, reverse=True)  # (B, H, W, C)
