@@ -17,7 +17,7 @@ def test_list_shows_every_model_with_params(capsys):
 
 
 def test_list_filters_by_substring_or_pattern(capsys):
-    main(["list", "pico"])
+    main(["list", "swin_pi"])
     assert capsys.readouterr().out.split()[0] == "swin_pico"
     main(["list", "swin_?_384"])
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["swin_b_384", "swin_l_384"]

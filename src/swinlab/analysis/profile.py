@@ -27,11 +27,17 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from ..layers import WindowAttention
 from ..layers.global_context import CrossAttention
 from ..layers.windows import Pair
+
+# Kernels FlopCounterMode does not price by itself: the fused CPU attention SDPA dispatches to.
+_EXTRA_FLOPS = {}
+if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+    _EXTRA_FLOPS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = (
+        lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v))
 
 
 def profile(model: nn.Module, img_size: int | Pair | None = None, batch_size: int = 1, *,
@@ -105,7 +111,8 @@ def profile(model: nn.Module, img_size: int | Pair | None = None, batch_size: in
         calls: list[tuple[WindowAttention, Pair]] = []
         context_calls: list[tuple[int, int, int]] = []
         with _mode(model, training=False), _record_window_maps(model, calls), torch.no_grad(), \
-                _record_context_entries(model, context_calls), FlopCounterMode(display=False) as counter:
+                _record_context_entries(model, context_calls), \
+                FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOPS) as counter:
             functional_call(model, tensors, (images(1),))
         macs = counter.get_total_flops() // 2
         stages = _stage_stats(model, calls)

@@ -12,7 +12,7 @@ Same signature and semantics as :func:`swinlab.kernels.reference.window_attentio
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from ..layers.windows import Pair, cyclic_shift, window_partition, window_reverse
 from .reference import _mask, relative_bias
 
-_MERGED: OrderedDict = OrderedDict()  # inference cache of merged bias+mask
-_MERGED_MAX = 64
+# Inference cache of merged bias+mask, per table tensor (weakly held: an entry dies with its table,
+# so a new tensor at a recycled address never sees a stale bias), keyed by the table's version.
+_MERGED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _merged_bias(table, window, table_window, mask_key, dtype) -> torch.Tensor | None:
@@ -29,21 +30,20 @@ def _merged_bias(table, window, table_window, mask_key, dtype) -> torch.Tensor |
     mask = _mask(*mask_key, dtype) if mask_key is not None else None  # (nW, N, N)
     if table is None:
         return None if mask is None else mask[:, None]
-    cacheable = not (torch.is_grad_enabled() and table.requires_grad)
-    key = None
+    cacheable = not (torch.is_grad_enabled() and table.requires_grad) and table.device.type != "meta"
+    entries = key = None
     if cacheable:
-        key = (table.data_ptr(), table._version, tuple(window), tuple(table_window), mask_key, dtype)
-        hit = _MERGED.get(key)
-        if hit is not None:
-            _MERGED.move_to_end(key)
-            return hit
+        entries = _MERGED.setdefault(table, {})
+        key = (table._version, tuple(window), tuple(table_window), mask_key, dtype)
+        if key in entries:
+            return entries[key]
     bias = relative_bias(table, window, table_window).to(dtype)[None]  # (1, h, N, N)
     if mask is not None:
         bias = bias + mask[:, None]  # (nW, h, N, N)
-    if key is not None:
-        _MERGED[key] = bias
-        if len(_MERGED) > _MERGED_MAX:
-            _MERGED.popitem(last=False)
+    if entries is not None:
+        for stale in [k for k in entries if k[0] != table._version]:
+            del entries[stale]  # the table changed since: drop its old biases
+        entries[key] = bias
     return bias
 
 

@@ -1,12 +1,17 @@
-"""Attention layers: window attention (W-MSA / SW-MSA) of Swin (Liu et al., 2021, Sec. 3.2).
+"""Attention layers.
 
-The maths of the attention itself lives in :mod:`swinlab.kernels` behind one signature, so faster
-backends can replace the reference without touching the model.
+* :class:`WindowAttention` - window attention (W-MSA / SW-MSA) of Swin (Liu et al., 2021, Sec. 3.2).
+  The maths of the attention itself lives in :mod:`swinlab.kernels` behind one signature, so faster
+  backends can replace the reference without touching the model.
+* :class:`Attention` - global multi-head self-attention over a token sequence, ``Softmax(QKᵀ/√d)V``
+  (Vaswani et al., 2017; as used by ViT, Dosovitskiy et al., 2021, Eq. 2-4), computed by
+  :func:`torch.nn.functional.scaled_dot_product_attention`.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import get_window_attention
@@ -80,3 +85,41 @@ class WindowAttention(nn.Module):
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, heads={self.num_heads}, window={self.window_size}, "
                 f"shift={self.shift_size}, backend={self.backend!r}")
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention of every token to every token of a ``(B, N, C)`` sequence.
+
+    Parameter names (``qkv``, ``proj``) are timm's, so its ViT weights load by name.
+
+    Args:
+        dim: channels C.
+        num_heads: heads h (C must divide by h); each head has ``d = C/h`` channels.
+        qkv_bias: learn biases of the q, k, v projection.
+        attn_drop: dropout on the attention weights (training only).
+        proj_drop: dropout after the output projection.
+    """
+
+    def __init__(self, *, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, N, C)`` normalized tokens → ``(B, N, C)`` attention output."""
+        b, n, c = x.shape
+        qkv = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads)  # (B, N, 3, h, d)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 × (B, h, N, d)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        out = out.transpose(1, 2).reshape(b, n, c)  # (B, N, h·d)
+        return self.proj_drop(self.proj(out))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, heads={self.num_heads}"

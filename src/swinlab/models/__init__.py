@@ -1,6 +1,19 @@
 """Model families and the registry of their presets."""
 
+from .mixer import MixerConfig, MlpMixer
 from .registry import build_from_config, create_model, get_config, list_models
 from .swin import SwinConfig, SwinTransformer
+from .vit import VisionTransformer, ViTConfig
 
-__all__ = ["SwinConfig", "SwinTransformer", "build_from_config", "create_model", "get_config", "list_models"]
+__all__ = [
+    "MixerConfig",
+    "MlpMixer",
+    "SwinConfig",
+    "SwinTransformer",
+    "ViTConfig",
+    "VisionTransformer",
+    "build_from_config",
+    "create_model",
+    "get_config",
+    "list_models",
+]

@@ -74,4 +74,4 @@ def config_classes() -> dict[str, type]:
 
 def _load_families() -> None:
     # Importing a family module registers its presets.
-    from . import swin  # noqa: F401
+    from . import mixer, swin, vit  # noqa: F401

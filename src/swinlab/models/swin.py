@@ -33,6 +33,7 @@ from ..layers import (
     WindowAttention,
 )
 from ..layers.global_context import GlobalContextConfig, GlobalContextFusion
+from ..layers.init import init_weights
 from ..layers.windows import Pair
 from .registry import register
 
@@ -182,7 +183,7 @@ class SwinTransformer(nn.Module):
         self.norm = nn.LayerNorm(self.num_features)
         self.head_drop = nn.Dropout(config.drop_rate)
         self.head = nn.Linear(self.num_features, config.num_classes) if config.num_classes else nn.Identity()
-        self.apply(_init_weights)
+        self.apply(init_weights)
         for fusion in self.global_context or []:
             fusion.reset_fusion()
 
@@ -229,7 +230,7 @@ class SwinTransformer(nn.Module):
         self.config = self.config.replace(num_classes=num_classes)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         if num_classes:
-            _init_weights(self.head)
+            init_weights(self.head)
 
     def set_attention_backend(self, backend: str) -> None:
         """Switch every window attention to ``backend`` (see :mod:`swinlab.kernels`)."""
@@ -250,14 +251,6 @@ class SwinTransformer(nn.Module):
         return self.abs_pos(x) if self.abs_pos is not None else x
 
 
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 # --- presets (Table 1 of the paper; drop_path_rate as in the official configs) ----------------

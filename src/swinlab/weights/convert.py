@@ -3,7 +3,9 @@
 Sources:
 
 * ``timm`` - timm ≥ 0.9 ``SwinTransformer`` (patch merging at the *start* of stages ``1..``),
-  and the older timm layout (merging at the *end* of stages, like the official one);
+  and the older timm layout (merging at the *end* of stages, like the official one); timm's
+  ``VisionTransformer`` (ViT/DeiT) and ``MlpMixer``, detected by their keys (see
+  :mod:`swinlab.weights.convert_baselines`);
 * ``torchvision`` - ``torchvision.models.swin_t/s/b`` (``features.{0..7}``, ``mlp.0``/``mlp.3``);
 * ``official`` - microsoft/Swin-Transformer checkpoints (``{"model": ...}``, merging at the end of
   stages ``0..2``, ``absolute_pos_embed`` for the ``ape`` variants).
@@ -20,6 +22,8 @@ import re
 from collections.abc import Mapping
 
 import torch
+
+from .convert_baselines import detect_timm_family, from_timm_baseline
 
 SOURCES = ("timm", "torchvision", "official", "swinlab")
 _BUFFERS = ("relative_position_index", "attn_mask")
@@ -41,14 +45,14 @@ def unwrap(checkpoint: Mapping) -> dict[str, torch.Tensor]:
 
 
 def convert(state_dict: Mapping, source: str) -> dict[str, torch.Tensor]:
-    """Rename a peer's Swin state dict to swinlab's keys.
+    """Rename a peer's Swin (or, from timm, ViT/DeiT/MLP-Mixer) state dict to swinlab's keys.
 
     Args:
         state_dict: the peer's state dict (or a checkpoint dict wrapping it).
         source: one of ``timm``, ``torchvision``, ``official`` (``swinlab`` returns it unwrapped).
 
     Returns:
-        A new dict that :meth:`SwinTransformer.load_state_dict` takes.
+        A new dict that the swinlab model's ``load_state_dict`` takes.
     """
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; choose one of {SOURCES}")
@@ -58,6 +62,8 @@ def convert(state_dict: Mapping, source: str) -> dict[str, torch.Tensor]:
         return dict(sd)
     if source == "torchvision":
         return _from_torchvision(sd)
+    if source == "timm" and (family := detect_timm_family(sd)) is not None:
+        return from_timm_baseline(sd, family)
     # timm ≥ 0.9 merges at the start of stage i; the official layout (and old timm) at the end of stage i.
     merge_at_end = source == "official" or "layers.0.downsample.reduction.weight" in sd
     out = {}

@@ -1,0 +1,209 @@
+"""MLP-Mixer (Tolstikhin et al., "MLP-Mixer: An all-MLP Architecture for Vision", NeurIPS 2021).
+
+P×P patches → linear embedding C → ``depth`` Mixer layers, each a token-mixing MLP (shared across
+channels, mixing the S patches: S → D_S → S) and a channel-mixing MLP (shared across patches,
+C → D_C → C), both pre-norm with a residual (Eq. 1 of the paper)::
+
+    U_{*,i} = X_{*,i} + W₂ σ(W₁ LN(X)_{*,i})     for i = 1..C    (token mixing)
+    Y_{j,*} = U_{j,*} + W₄ σ(W₃ LN(U)_{j,*})     for j = 1..S    (channel mixing)
+
+→ final LN → global average pool → linear head. Parameter names are timm's ``MlpMixer``
+(``stem.proj``, ``blocks.i.{norm1, mlp_tokens, norm2, mlp_channels}``, ``norm``, ``head``).
+
+The token-mixing weights are sized for S = (H/P)·(W/P) patches, so a model takes only images that
+give the patch grid of its ``img_size``; build it with another ``img_size`` for other inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..layers import DropPath, Mlp, PatchEmbed
+from ..layers.init import init_weights
+from ..layers.windows import Pair
+from .registry import register
+
+LN_EPS = 1e-6  # the reference (big_vision / timm) Mixer LayerNorm epsilon
+
+
+def _pair(v) -> Pair:
+    if isinstance(v, int):
+        return (v, v)
+    t = tuple(int(i) for i in v)
+    if len(t) != 2:
+        raise ValueError(f"expected an int or a pair of ints, got {v!r}")
+    return t  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class MixerConfig:
+    img_size: Pair = (224, 224)  # the size it is built for: fixes the number of patches S
+    patch_size: int = 16  # P of the P×P patches
+    in_chans: int = 3  # image channels
+    num_classes: int = 1000  # head outputs; 0 = no head (forward returns pooled features)
+    embed_dim: int = 768  # C, the hidden width of every layer
+    depth: int = 12  # number of Mixer layers
+    mlp_ratio: float = 4.0  # D_C / C: hidden width of the channel-mixing MLP
+    token_mlp_ratio: float = 0.5  # D_S / C: hidden width of the token-mixing MLP (of C, as in Table 1)
+    drop_rate: float = 0.0  # dropout before the head
+    drop_path_rate: float = 0.0  # stochastic depth of the last layer; rises linearly from 0
+    extra: dict = field(default_factory=dict, compare=False, repr=False)  # free-form notes (e.g. source)
+
+    def __post_init__(self):
+        object.__setattr__(self, "img_size", _pair(self.img_size))
+        if self.patch_size < 1 or min(self.img_size) < 1 or self.depth < 1 or self.embed_dim < 1:
+            raise ValueError(f"patch_size {self.patch_size}, img_size {self.img_size}, depth {self.depth} "
+                             f"and embed_dim {self.embed_dim} must be positive")
+        if self.channel_mlp_dim < 1 or self.token_mlp_dim < 1:
+            raise ValueError(f"mlp_ratio {self.mlp_ratio} and token_mlp_ratio {self.token_mlp_ratio} give "
+                             f"hidden widths D_C={self.channel_mlp_dim}, D_S={self.token_mlp_dim}; "
+                             "both must be at least 1")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+
+    def replace(self, **changes) -> MixerConfig:
+        """A copy with ``changes`` applied; unknown field names are an error."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise TypeError(f"MixerConfig has no field(s) {unknown}; fields are {sorted(names)}")
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def grid_size(self) -> Pair:
+        """Patches per side at ``img_size`` (padded up, as :class:`PatchEmbed` pads)."""
+        return (-(-self.img_size[0] // self.patch_size), -(-self.img_size[1] // self.patch_size))
+
+    @property
+    def num_patches(self) -> int:
+        """S, the sequence length the token-mixing MLP is built for."""
+        return self.grid_size[0] * self.grid_size[1]
+
+    @property
+    def token_mlp_dim(self) -> int:
+        """D_S."""
+        return int(self.embed_dim * self.token_mlp_ratio)
+
+    @property
+    def channel_mlp_dim(self) -> int:
+        """D_C."""
+        return int(self.embed_dim * self.mlp_ratio)
+
+
+class MixerBlock(nn.Module):
+    """One Mixer layer: token mixing on the transposed tokens, then channel mixing (Eq. 1)."""
+
+    def __init__(self, *, dim: int, num_tokens: int, token_mlp_dim: int, channel_mlp_dim: int,
+                 drop_path: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.mlp_tokens = Mlp(in_features=num_tokens, hidden_features=token_mlp_dim)
+        self.drop_path1 = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.mlp_channels = Mlp(in_features=dim, hidden_features=channel_mlp_dim)
+        self.drop_path2 = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mixed = self.mlp_tokens(self.norm1(x).transpose(1, 2))  # (B, C, S): one MLP over S per channel
+        x = x + self.drop_path1(mixed.transpose(1, 2))  # (B, S, C)
+        return x + self.drop_path2(self.mlp_channels(self.norm2(x)))
+
+
+class MlpMixer(nn.Module):
+    """The MLP-Mixer classifier. Build it from a :class:`MixerConfig` (kept as ``.config``)."""
+
+    def __init__(self, config: MixerConfig):
+        super().__init__()
+        self.config = config
+        c = config.embed_dim
+        self.stem = PatchEmbed(patch_size=config.patch_size, in_chans=config.in_chans, embed_dim=c,
+                               norm=False)
+        # device="cpu": a list of rates, also when the model is built under `with torch.device("meta")`
+        dpr = torch.linspace(0, config.drop_path_rate, config.depth, device="cpu").tolist()
+        self.blocks = nn.Sequential(*[
+            MixerBlock(dim=c, num_tokens=config.num_patches, token_mlp_dim=config.token_mlp_dim,
+                       channel_mlp_dim=config.channel_mlp_dim, drop_path=dpr[i])
+            for i in range(config.depth)
+        ])
+        self.num_features = c
+        self.norm = nn.LayerNorm(c, eps=LN_EPS)
+        self.head_drop = nn.Dropout(config.drop_rate)
+        self.head = nn.Linear(c, config.num_classes) if config.num_classes else nn.Identity()
+        self.apply(init_weights)
+
+    # --- the classifier API shared by every family -------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C_in, H, W)`` → normalized patch tokens ``(B, S, C)``, row-major."""
+        self._check_size(x)
+        x = self.stem(x).flatten(1, 2)  # (B, S, C)
+        return self.norm(self.blocks(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens ``(B, S, C)`` → global average pool ``(B, C)`` → logits (unless ``pre_logits``)."""
+        x = self.head_drop(x.mean(dim=1))  # (B, C)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters that take no weight decay: none (Mixer has no position parameters)."""
+        return set()
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head with a fresh one for ``num_classes`` (0: no head)."""
+        self.config = self.config.replace(num_classes=num_classes)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        if num_classes:
+            init_weights(self.head)
+
+    def _check_size(self, x: torch.Tensor) -> None:
+        """The token-mixing MLPs are sized for one patch grid: fail early on images of another."""
+        if x.ndim != 4:
+            return  # PatchEmbed names the expected shape
+        cfg, p = self.config, self.config.patch_size
+        grid = (-(-x.shape[2] // p), -(-x.shape[3] // p))
+        if grid != cfg.grid_size:
+            (gh, gw), (h, w) = cfg.grid_size, cfg.img_size
+            raise ValueError(
+                f"this MLP-Mixer was built for img_size={cfg.img_size}: its token-mixing MLPs take a "
+                f"{gh}×{gw} grid of {p}×{p} patches ({cfg.num_patches} tokens); a {x.shape[2]}×{x.shape[3]} "
+                f"image gives {grid[0]}×{grid[1]}. Resize the input to {h}×{w} (sides up to {p - 1} "
+                f"pixels smaller are padded to the same grid), or build the model with "
+                f"img_size=({x.shape[2]}, {x.shape[3]}) and train it at that size.")
+
+
+
+
+# --- presets (Table 1 of the paper: C, D_S, D_C, layers; D_S = C/2 and D_C = 4C throughout) ---------
+_S = MixerConfig(embed_dim=512, depth=8)
+_B = MixerConfig(embed_dim=768, depth=12)
+_L = MixerConfig(embed_dim=1024, depth=24)
+_H = MixerConfig(embed_dim=1280, depth=32)
+_PRESETS: dict[str, tuple[MixerConfig, str]] = {
+    "mixer_s32": (_S.replace(patch_size=32), "Mixer-S/32, 224²: 19M params (no head), 1.0G MACs"),
+    "mixer_s16": (_S.replace(patch_size=16), "Mixer-S/16, 224²: 18M params (no head), 3.8G MACs"),
+    "mixer_b32": (_B.replace(patch_size=32), "Mixer-B/32, 224²: 60M params (no head), 3.2G MACs"),
+    "mixer_b16": (_B.replace(patch_size=16), "Mixer-B/16, 224²: 59M params (no head), 12.6G MACs"),
+    "mixer_l32": (_L.replace(patch_size=32), "Mixer-L/32, 224²: 206M params (no head), 11.3G MACs"),
+    "mixer_l16": (_L.replace(patch_size=16), "Mixer-L/16, 224²: 207M params (no head), 44.5G MACs"),
+    "mixer_h14": (_H.replace(patch_size=14), "Mixer-H/14, 224²: 431M params (no head), 121G MACs"),
+    # Small images (Fashion-MNIST, 28×28×1): patch 4 → 7×7 tokens; about swin_micro_28's params and MACs.
+    "mixer_micro_28": (MixerConfig(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=192,
+                                   depth=8, drop_path_rate=0.1),
+                       "a small MLP-Mixer for 28×28 single-channel images (Fashion-MNIST): 2.5M params, "
+                       "0.13G MACs"),
+    # A tiny model for tests and CPU experiments on 32×32 inputs.
+    "mixer_pico": (MixerConfig(img_size=32, patch_size=4, num_classes=10, embed_dim=32, depth=2),
+                   "a tiny MLP-Mixer for tests (32×32, patch 4)"),
+}
+
+for _name, (_config, _doc) in _PRESETS.items():
+    register(_name, _config, MlpMixer, _doc)

@@ -1,0 +1,200 @@
+"""Vision Transformer (Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021) and its
+data-efficient training variants DeiT (Touvron et al., ICML 2021), the global-attention baselines of
+the Swin paper's Table 1.
+
+P×P patches → linear embedding C → prepend a learned class token → add a learned absolute position
+embedding → ``depth`` pre-norm blocks (Eq. 2-3 of the ViT paper)::
+
+    z'ˡ = MSA(LN(zˡ⁻¹)) + zˡ⁻¹        zˡ = MLP(LN(z'ˡ)) + z'ˡ
+
+→ final LN → the class token (or the mean of the patch tokens) → linear head. Every token attends to
+every token: the cost is quadratic in the number of patches, which Swin's windows make linear.
+
+The position embedding of the patch grid is a :class:`~swinlab.layers.AbsolutePositionEmbedding`
+``(1, H/P, W/P, C)``, resampled bicubically for inputs of another size; the class token's own
+position embedding is ``cls_pos`` ``(1, 1, C)`` (timm keeps both in one ``(1, 1+N, C)`` tensor;
+:mod:`swinlab.weights` splits it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..layers import AbsolutePositionEmbedding, Attention, DropPath, Mlp, PatchEmbed
+from ..layers.init import init_weights
+from ..layers.windows import Pair
+from .registry import register
+
+GLOBAL_POOLS = ("token", "avg")
+LN_EPS = 1e-6  # the reference (big_vision / timm) ViT LayerNorm epsilon
+
+
+def _pair(v) -> Pair:
+    if isinstance(v, int):
+        return (v, v)
+    t = tuple(int(i) for i in v)
+    if len(t) != 2:
+        raise ValueError(f"expected an int or a pair of ints, got {v!r}")
+    return t  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    img_size: Pair = (224, 224)  # the size it is built for (position grid, profiling); any size runs
+    patch_size: int = 16  # P of the P×P patches
+    in_chans: int = 3  # image channels
+    num_classes: int = 1000  # head outputs; 0 = no head (forward returns pooled features)
+    embed_dim: int = 768  # C, the width of every block
+    depth: int = 12  # number of transformer blocks
+    num_heads: int = 12  # attention heads
+    mlp_ratio: float = 4.0  # MLP hidden width / C
+    qkv_bias: bool = True  # biases on the q, k, v projection
+    drop_rate: float = 0.0  # dropout before the head
+    drop_path_rate: float = 0.0  # stochastic depth of the last block; rises linearly from 0
+    class_token: bool = True  # prepend a learned class token
+    global_pool: str = "token"  # "token": classify the class token; "avg": the mean of the patch tokens
+    extra: dict = field(default_factory=dict, compare=False, repr=False)  # free-form notes (e.g. source)
+
+    def __post_init__(self):
+        object.__setattr__(self, "img_size", _pair(self.img_size))
+        if self.patch_size < 1 or min(self.img_size) < 1 or self.depth < 1:
+            raise ValueError(f"patch_size {self.patch_size}, img_size {self.img_size} and depth "
+                             f"{self.depth} must be positive")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.global_pool not in GLOBAL_POOLS:
+            raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {self.global_pool!r}")
+        if self.global_pool == "token" and not self.class_token:
+            raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' without it")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+
+    def replace(self, **changes) -> ViTConfig:
+        """A copy with ``changes`` applied; unknown field names are an error."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise TypeError(f"ViTConfig has no field(s) {unknown}; fields are {sorted(names)}")
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def grid_size(self) -> Pair:
+        """Patches per side at ``img_size`` (padded up, as :class:`PatchEmbed` pads)."""
+        return (-(-self.img_size[0] // self.patch_size), -(-self.img_size[1] // self.patch_size))
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm residual block: global MSA then MLP, each with stochastic depth (timm's key names)."""
+
+    def __init__(self, *, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, drop_path: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.attn = Attention(dim=dim, num_heads=num_heads, qkv_bias=qkv_bias)
+        self.drop_path1 = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio))
+        self.drop_path2 = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self.attn(self.norm1(x)))  # (B, N, C)
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+class VisionTransformer(nn.Module):
+    """ViT / DeiT classifier. Build it from a :class:`ViTConfig` (kept as ``.config``)."""
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        self.config = config
+        c = config.embed_dim
+        self.patch_embed = PatchEmbed(patch_size=config.patch_size, in_chans=config.in_chans,
+                                      embed_dim=c, norm=False)
+        self.abs_pos = AbsolutePositionEmbedding(grid_size=config.grid_size, dim=c)
+        self.num_prefix_tokens = int(config.class_token)
+        if config.class_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, c))
+            self.cls_pos = nn.Parameter(torch.zeros(1, 1, c))  # the class token's position embedding
+            nn.init.normal_(self.cls_token, std=1e-6)
+            nn.init.trunc_normal_(self.cls_pos, std=0.02)
+        else:
+            self.cls_token = self.cls_pos = None
+        # device="cpu": a list of rates, also when the model is built under `with torch.device("meta")`
+        dpr = torch.linspace(0, config.drop_path_rate, config.depth, device="cpu").tolist()
+        self.blocks = nn.Sequential(*[
+            ViTBlock(dim=c, num_heads=config.num_heads, mlp_ratio=config.mlp_ratio,
+                     qkv_bias=config.qkv_bias, drop_path=dpr[i])
+            for i in range(config.depth)
+        ])
+        self.num_features = c
+        self.norm = nn.LayerNorm(c, eps=LN_EPS)
+        self.head_drop = nn.Dropout(config.drop_rate)
+        self.head = nn.Linear(c, config.num_classes) if config.num_classes else nn.Identity()
+        self.apply(init_weights)
+
+    # --- the classifier API shared by every family -------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C_in, H, W)`` → normalized tokens ``(B, 1+N, C)`` (class token first)."""
+        x = self.abs_pos(self.patch_embed(x))  # (B, H/P, W/P, C)
+        x = x.flatten(1, 2)  # (B, N, C)
+        if self.cls_token is not None:
+            cls = (self.cls_token + self.cls_pos).expand(x.shape[0], -1, -1)  # (B, 1, C)
+            x = torch.cat([cls.to(x.dtype), x], dim=1)  # (B, 1+N, C)
+        return self.norm(self.blocks(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens ``(B, 1+N, C)`` → class token or mean patch token ``(B, C)`` → logits."""
+        token = self.config.global_pool == "token"
+        x = self.head_drop(x[:, 0] if token else x[:, self.num_prefix_tokens:].mean(dim=1))  # (B, C)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters that take no weight decay: position embeddings and the class token."""
+        return {n for n, _ in self.named_parameters() if n.endswith(("pos_embed", "cls_pos", "cls_token"))}
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head with a fresh one for ``num_classes`` (0: no head)."""
+        self.config = self.config.replace(num_classes=num_classes)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        if num_classes:
+            init_weights(self.head)
+
+
+
+
+# --- presets (ViT paper Table 1; DeiT paper Table 1, drop path 0.1 as in its recipe) ---------------
+_B16 = ViTConfig(embed_dim=768, depth=12, num_heads=12)
+_L16 = ViTConfig(embed_dim=1024, depth=24, num_heads=16)
+_PRESETS: dict[str, tuple[ViTConfig, str]] = {
+    "vit_b16": (_B16, "ViT-B/16, 224²: 86.6M params, 17.6G MACs"),
+    "vit_b16_384": (_B16.replace(img_size=384),
+                    "ViT-B/16, 384²: 86.9M params, 55.5G MACs (Swin Table 1: 86M, 55.4G)"),
+    "vit_l16": (_L16, "ViT-L/16, 224²: 304M params, 61.6G MACs"),
+    "vit_l16_384": (_L16.replace(img_size=384),
+                    "ViT-L/16, 384²: 304.7M params, 191.1G MACs (Swin Table 1: 307M, 190.7G)"),
+    "deit_s": (ViTConfig(embed_dim=384, depth=12, num_heads=6, drop_path_rate=0.1),
+               "DeiT-S, 224²: 22.1M params, 4.6G MACs"),
+    "deit_b": (_B16.replace(drop_path_rate=0.1),
+               "DeiT-B, 224²: 86.6M params, 17.6G MACs (Swin Table 1: 86M, 17.5G)"),
+    # Small images (Fashion-MNIST, 28×28×1): patch 4 → 7×7 tokens; about swin_micro_28's params and MACs.
+    "vit_micro_28": (ViTConfig(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=192,
+                               depth=6, num_heads=3, drop_path_rate=0.1),
+                     "a small ViT for 28×28 single-channel images (Fashion-MNIST): 2.7M params, 0.14G MACs"),
+    # A tiny model for tests and CPU experiments on 32×32 inputs.
+    "vit_pico": (ViTConfig(img_size=32, patch_size=4, num_classes=10, embed_dim=32, depth=2, num_heads=2),
+                 "a tiny ViT for tests (32×32, patch 4)"),
+}
+
+for _name, (_config, _doc) in _PRESETS.items():
+    register(_name, _config, VisionTransformer, _doc)
