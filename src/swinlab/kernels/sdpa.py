@@ -20,9 +20,19 @@ import torch.nn.functional as F
 from ..layers.windows import Pair, cyclic_shift, window_partition, window_reverse
 from .reference import _mask, relative_bias
 
-# Inference cache of merged bias+mask, per table tensor (weakly held: an entry dies with its table,
-# so a new tensor at a recycled address never sees a stale bias), keyed by the table's version.
-_MERGED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Inference cache of merged bias+mask per table tensor, keyed by the table's version. Tables are held
+# weakly (an entry dies with its table; a new tensor with a recycled id never sees a stale bias).
+# Keyed by id(): tensors are not usable as dict keys (== is element-wise).
+_MERGED: dict[int, tuple[weakref.ref, dict]] = {}
+
+
+def _entries_for(table: torch.Tensor) -> dict:
+    slot = _MERGED.get(id(table))
+    if slot is None or slot[0]() is not table:
+        key = id(table)
+        slot = (weakref.ref(table, lambda _, key=key: _MERGED.pop(key, None)), {})
+        _MERGED[key] = slot
+    return slot[1]
 
 
 def _merged_bias(table, window, table_window, mask_key, dtype) -> torch.Tensor | None:
@@ -33,7 +43,7 @@ def _merged_bias(table, window, table_window, mask_key, dtype) -> torch.Tensor |
     cacheable = not (torch.is_grad_enabled() and table.requires_grad) and table.device.type != "meta"
     entries = key = None
     if cacheable:
-        entries = _MERGED.setdefault(table, {})
+        entries = _entries_for(table)
         key = (table._version, tuple(window), tuple(table_window), mask_key, dtype)
         if key in entries:
             return entries[key]

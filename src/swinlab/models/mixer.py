@@ -16,7 +16,6 @@ give the patch grid of its ``img_size``; build it with another ``img_size`` for 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -25,22 +24,15 @@ from torch import nn
 from ..layers import DropPath, Mlp, PatchEmbed
 from ..layers.init import init_weights
 from ..layers.windows import Pair
+from .config import ConfigMixin, to_pair
 from .registry import register
 
 LN_EPS = 1e-6  # the reference (big_vision / timm) Mixer LayerNorm epsilon
 
 
-def _pair(v) -> Pair:
-    if isinstance(v, int):
-        return (v, v)
-    t = tuple(int(i) for i in v)
-    if len(t) != 2:
-        raise ValueError(f"expected an int or a pair of ints, got {v!r}")
-    return t  # type: ignore[return-value]
-
 
 @dataclass(frozen=True)
-class MixerConfig:
+class MixerConfig(ConfigMixin):
     img_size: Pair = (224, 224)  # the size it is built for: fixes the number of patches S
     patch_size: int = 16  # P of the P×P patches
     in_chans: int = 3  # image channels
@@ -54,7 +46,7 @@ class MixerConfig:
     extra: dict = field(default_factory=dict, compare=False, repr=False)  # free-form notes (e.g. source)
 
     def __post_init__(self):
-        object.__setattr__(self, "img_size", _pair(self.img_size))
+        object.__setattr__(self, "img_size", to_pair(self.img_size))
         if self.patch_size < 1 or min(self.img_size) < 1 or self.depth < 1 or self.embed_dim < 1:
             raise ValueError(f"patch_size {self.patch_size}, img_size {self.img_size}, depth {self.depth} "
                              f"and embed_dim {self.embed_dim} must be positive")
@@ -64,14 +56,6 @@ class MixerConfig:
                              "both must be at least 1")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
-
-    def replace(self, **changes) -> MixerConfig:
-        """A copy with ``changes`` applied; unknown field names are an error."""
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise TypeError(f"MixerConfig has no field(s) {unknown}; fields are {sorted(names)}")
-        return dataclasses.replace(self, **changes)
 
     @property
     def grid_size(self) -> Pair:

@@ -18,7 +18,6 @@ official code and timm do).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -35,22 +34,15 @@ from ..layers import (
 from ..layers.global_context import GlobalContextConfig, GlobalContextFusion
 from ..layers.init import init_weights
 from ..layers.windows import Pair
+from .config import ConfigMixin, to_pair
 from .registry import register
 
 POSITIONS = ("rel", "none", "abs", "abs+rel", "rel-only")
 
 
-def _pair(v) -> Pair:
-    if isinstance(v, int):
-        return (v, v)
-    t = tuple(int(i) for i in v)
-    if len(t) != 2:
-        raise ValueError(f"expected an int or a pair of ints, got {v!r}")
-    return t  # type: ignore[return-value]
-
 
 @dataclass(frozen=True)
-class SwinConfig:
+class SwinConfig(ConfigMixin):
     img_size: Pair = (224, 224)  # the size it is built for (abs. position grid, profiling); any size runs
     patch_size: int = 4  # P of the P×P patch partition
     in_chans: int = 3  # image channels
@@ -72,8 +64,8 @@ class SwinConfig:
     extra: dict = field(default_factory=dict, compare=False, repr=False)  # free-form notes (e.g. source)
 
     def __post_init__(self):
-        object.__setattr__(self, "img_size", _pair(self.img_size))
-        object.__setattr__(self, "window_size", _pair(self.window_size))
+        object.__setattr__(self, "img_size", to_pair(self.img_size))
+        object.__setattr__(self, "window_size", to_pair(self.window_size))
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
         object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
         object.__setattr__(self, "global_context", GlobalContextConfig.parse(self.global_context))
@@ -88,14 +80,6 @@ class SwinConfig:
                 raise ValueError(f"stage {i} width {self.embed_dim * 2**i} is not divisible by {h} heads")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
-
-    def replace(self, **changes) -> SwinConfig:
-        """A copy with ``changes`` applied; unknown field names are an error."""
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise TypeError(f"SwinConfig has no field(s) {unknown}; fields are {sorted(names)}")
-        return dataclasses.replace(self, **changes)
 
     @property
     def num_features(self) -> int:

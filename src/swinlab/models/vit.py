@@ -18,7 +18,6 @@ position embedding is ``cls_pos`` ``(1, 1, C)`` (timm keeps both in one ``(1, 1+
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -27,23 +26,16 @@ from torch import nn
 from ..layers import AbsolutePositionEmbedding, Attention, DropPath, Mlp, PatchEmbed
 from ..layers.init import init_weights
 from ..layers.windows import Pair
+from .config import ConfigMixin, to_pair
 from .registry import register
 
 GLOBAL_POOLS = ("token", "avg")
 LN_EPS = 1e-6  # the reference (big_vision / timm) ViT LayerNorm epsilon
 
 
-def _pair(v) -> Pair:
-    if isinstance(v, int):
-        return (v, v)
-    t = tuple(int(i) for i in v)
-    if len(t) != 2:
-        raise ValueError(f"expected an int or a pair of ints, got {v!r}")
-    return t  # type: ignore[return-value]
-
 
 @dataclass(frozen=True)
-class ViTConfig:
+class ViTConfig(ConfigMixin):
     img_size: Pair = (224, 224)  # the size it is built for (position grid, profiling); any size runs
     patch_size: int = 16  # P of the P×P patches
     in_chans: int = 3  # image channels
@@ -60,7 +52,7 @@ class ViTConfig:
     extra: dict = field(default_factory=dict, compare=False, repr=False)  # free-form notes (e.g. source)
 
     def __post_init__(self):
-        object.__setattr__(self, "img_size", _pair(self.img_size))
+        object.__setattr__(self, "img_size", to_pair(self.img_size))
         if self.patch_size < 1 or min(self.img_size) < 1 or self.depth < 1:
             raise ValueError(f"patch_size {self.patch_size}, img_size {self.img_size} and depth "
                              f"{self.depth} must be positive")
@@ -74,14 +66,6 @@ class ViTConfig:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         if self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
-
-    def replace(self, **changes) -> ViTConfig:
-        """A copy with ``changes`` applied; unknown field names are an error."""
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise TypeError(f"ViTConfig has no field(s) {unknown}; fields are {sorted(names)}")
-        return dataclasses.replace(self, **changes)
 
     @property
     def grid_size(self) -> Pair:
