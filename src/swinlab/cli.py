@@ -3,6 +3,12 @@
     swinlab list [PATTERN]
     swinlab profile MODEL [--img-size H [W]] [--batch-size N] [--device D] [--json PATH]
                           [--scaling S [S ...]]
+    swinlab train [--recipe NAME] [--model M] [--data fashion-mnist|synthetic|folder:PATH] [--data-dir D]
+                  [--epochs N] [--batch-size B] [--out DIR] [--resume] [--devices N] [--num-nodes M]
+                  [--strategy S] [--accelerator A] [--smoke] [--strict]
+    swinlab eval CHECKPOINT [--data ...] [--data-dir D] [--model M] [--limit N] [--json]
+    swinlab predict CHECKPOINT IMAGE [IMAGE ...] [--topk K] [--json]
+    swinlab demo [--out runs/demo] [--quick] [--data-dir D]
 
 Each subcommand is two functions registered in :data:`_COMMANDS`: ``add(parser)`` declares its
 arguments and ``run(args, parser) -> int`` does the work, reporting bad input through
@@ -187,6 +193,120 @@ def _format_scaling(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# --- swinlab train / eval / predict / demo -------------------------------------------------------
+# Lightning and the training stack are imported inside the commands: `swinlab list` stays instant.
+
+_DATA_ERRORS = (FileNotFoundError, NotADirectoryError)
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", default="fashion-mnist",
+                   help="a named recipe: fashion-mnist (default), demo, swin-imagenet, synthetic")
+    p.add_argument("--model", help="override the recipe's registered model")
+    p.add_argument("--data", help="fashion-mnist | synthetic | folder:PATH (default: the recipe's)")
+    p.add_argument("--data-dir", help="the Fashion-MNIST idx directory (or the image folder)")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int, help="per device")
+    p.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    p.add_argument("--devices", type=_positive_int, default=1)
+    p.add_argument("--num-nodes", type=_positive_int, default=1)
+    p.add_argument("--strategy", default="auto", help="auto | ddp | ddp_spawn | fsdp")
+    p.add_argument("--accelerator", default="auto", help="auto | cpu | gpu")
+    p.add_argument("--smoke", action="store_true", help="the recipe's seconds-long smoke version")
+    p.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
+
+
+def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .train import fit, get_recipe
+
+    changes = {k: v for k, v in (("model", args.model), ("data", args.data), ("data_dir", args.data_dir),
+                                 ("epochs", args.epochs), ("batch_size", args.batch_size)) if v is not None}
+    if args.strict:
+        changes["strict"] = True
+    try:
+        config = get_recipe(args.recipe, smoke=args.smoke, **changes)
+        if args.model:
+            get_config(args.model)
+        result = fit(config, args.out, resume=args.resume, devices=args.devices, num_nodes=args.num_nodes,
+                     strategy=args.strategy, accelerator=args.accelerator)
+    except (*_DATA_ERRORS, ValueError, TypeError) as e:
+        parser.error(str(e))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _add_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a swinlab .safetensors checkpoint (OUT/model.safetensors of train)")
+    p.add_argument("--data", help="fashion-mnist | synthetic | folder:PATH (default: what it was trained on)")
+    p.add_argument("--data-dir", help="the Fashion-MNIST idx directory (or the image folder)")
+    p.add_argument("--model", help="check the checkpoint against this registered model")
+    p.add_argument("--limit", type=_positive_int, help="evaluate the first N test images only")
+    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .train import evaluate
+    from .weights import CheckpointError
+
+    try:
+        r = evaluate(args.checkpoint, args.data, args.data_dir, model=args.model, batch_size=args.batch_size,
+                     test_limit=args.limit)
+    except (CheckpointError, *_DATA_ERRORS, ValueError) as e:
+        parser.error(str(e))
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(f"{args.checkpoint} on {r['images']} test images: top-1 {r['acc1']:.2%}  "
+              f"top-5 {r['acc5']:.2%}  loss {r['loss']:.4f}")
+    return 0
+
+
+def _add_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a swinlab .safetensors checkpoint")
+    p.add_argument("images", nargs="+", help="image files (JPEG, PNG, WebP, BMP)")
+    p.add_argument("--topk", type=_positive_int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .data import ImageError
+    from .train import predict
+    from .weights import CheckpointError
+
+    try:
+        results = predict(args.checkpoint, args.images, topk=args.topk)
+    except (CheckpointError, ImageError) as e:
+        parser.error(str(e))
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for r in results:
+        print(r["path"])
+        for rank, t in enumerate(r["top"], 1):
+            print(f"  {rank}. {t['label']:<20} {t['prob']:7.2%}")
+    return 0
+
+
+def _add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
+    p.add_argument("--quick", action="store_true", help="a seconds-long run on a few hundred images")
+    p.add_argument("--data-dir", help="the Fashion-MNIST idx directory (default: Debian's)")
+
+
+def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .train.demo import run_demo
+
+    try:
+        m = run_demo(args.out, quick=args.quick, data_dir=args.data_dir)
+    except _DATA_ERRORS as e:
+        parser.error(str(e))
+    print(f"test top-1 {m['test_acc1']:.2%} (top-5 {m['test_acc5']:.2%}) on {m['test_images']} images after "
+          f"{m['train_seconds']:.0f} s of training; report: {args.out}/report.md")
+    return 0
+
+
 # --- the parser ----------------------------------------------------------------------------------
 
 Command = tuple[Callable[[argparse.ArgumentParser], None],
@@ -196,6 +316,10 @@ _COMMANDS: dict[str, Command] = {
     "list": (_add_list, _run_list, "list registered models with their parameter counts"),
     "profile": (_add_profile, _run_profile,
                 "params, MACs, window-attention sizes and activation memory of a model"),
+    "train": (_add_train, _run_train, "train a recipe with Lightning (checkpoints, logs, model.safetensors)"),
+    "eval": (_add_eval, _run_eval, "top-1/top-5 accuracy and loss of a checkpoint on a test split"),
+    "predict": (_add_predict, _run_predict, "top-k classes of image files"),
+    "demo": (_add_demo, _run_demo, "train on Fashion-MNIST for a few CPU minutes and write a report"),
 }
 
 

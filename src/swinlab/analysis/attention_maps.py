@@ -1,0 +1,86 @@
+"""Attention maps of Swin's window attention (W-MSA and SW-MSA), for one query token.
+
+A forward hook captures the ``qkv`` projection of a block's :class:`WindowAttention`; the weights
+``Softmax(QKᵀ/√d + B + mask)`` are then recomputed with the reference kernel's maths
+(:mod:`swinlab.kernels.reference`), following each token through the cyclic shift and the window
+partition, so the map is drawn in image coordinates: zero outside the query's window, and, in a
+shifted window, zero on the tokens the region mask hides.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..kernels.reference import relative_bias
+from ..layers import WindowAttention
+from ..layers.windows import cyclic_shift, shifted_window_mask, window_partition
+
+
+def window_attention_weights(attn: WindowAttention, qkv: torch.Tensor, map_size: tuple[int, int]):
+    """Attention probabilities of one layer and where each window slot came from.
+
+    Args:
+        attn: the layer.
+        qkv: its ``qkv`` output ``(B, Hp, Wp, 3C)`` on the padded map.
+        map_size: the unpadded ``(H, W)``.
+
+    Returns:
+        ``probs (B, nW, heads, N, N)`` and ``origin (nW, N)``: the row-major index into the padded
+        ``(Hp, Wp)`` map of the token in each window slot.
+    """
+    b, hp, wp, c3 = qkv.shape
+    window, shift = attn.windows_for(map_size)
+    heads, n = attn.num_heads, window[0] * window[1]
+    d = c3 // 3 // heads
+    x = window_partition(cyclic_shift(qkv, shift), window)  # (B*nW, N, 3C)
+    q, k, _ = x.view(x.shape[0], n, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # (B*nW, h, N, d)
+    logits = (q * attn.scale) @ k.transpose(-2, -1) if attn.use_qk else torch.zeros(
+        x.shape[0], heads, n, n, dtype=qkv.dtype, device=qkv.device)  # (B*nW, h, N, N)
+    if attn.rel_pos is not None:
+        logits = logits + relative_bias(attn.rel_pos.table, window, attn.window_size)[None]
+    nw = x.shape[0] // b
+    logits = logits.view(b, nw, heads, n, n)
+    if attn.mask_shifted and (shift[0] or shift[1]):
+        logits = logits + shifted_window_mask((hp, wp), window, shift, device=qkv.device,
+                                              dtype=logits.dtype)[None, :, None]
+    pos = torch.arange(hp * wp, device=qkv.device, dtype=torch.float32).view(1, hp, wp, 1)
+    origin = window_partition(cyclic_shift(pos, shift), window)[..., 0].long()  # (nW, N)
+    return logits.softmax(-1), origin
+
+
+@torch.no_grad()
+def query_attention_maps(model: nn.Module, images: torch.Tensor, query: tuple[int, int],
+                         stage: int = 0, blocks: tuple[int, ...] = (0, 1)) -> torch.Tensor:
+    """Head-averaged attention of the token at ``query`` (row, col on the stage's token grid) over
+    the map, for ``blocks`` of ``stage`` (block 0: W-MSA, block 1: SW-MSA).
+
+    Returns:
+        ``(B, len(blocks), H, W)`` on the stage's token grid.
+    """
+    layers = [model.stages[stage].blocks[i].attn for i in blocks]
+    captured: dict[int, torch.Tensor] = {}
+    sizes: dict[int, tuple[int, int]] = {}
+    hooks = []
+    for i, layer in enumerate(layers):
+        hooks.append(layer.register_forward_pre_hook(
+            lambda m, a, i=i: sizes.__setitem__(i, tuple(a[0].shape[1:3]))))
+        hooks.append(layer.qkv.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(i, out)))
+    try:
+        model.eval()(images)
+    finally:
+        for h in hooks:
+            h.remove()
+    maps = []
+    for i, layer in enumerate(layers):
+        qkv = captured[i]
+        h, w = sizes[i]
+        hp, wp = qkv.shape[1:3]
+        probs, origin = window_attention_weights(layer, qkv, (h, w))  # (B, nW, h, N, N), (nW, N)
+        target = query[0] * wp + query[1]
+        win, slot = (origin == target).nonzero()[0].tolist()
+        row = probs[:, win, :, slot, :].mean(1)  # (B, N): averaged over heads
+        full = torch.zeros(len(images), hp * wp, dtype=row.dtype)
+        full[:, origin[win]] = row
+        maps.append(full.view(-1, hp, wp)[:, :h, :w])
+    return torch.stack(maps, 1)  # (B, len(blocks), H, W)

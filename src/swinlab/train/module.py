@@ -1,0 +1,162 @@
+"""The LightningModule that trains any swinlab classifier it is given."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from ..data.transforms import mixup_cutmix
+from .optim import build_optimizer, warmup_cosine
+
+
+def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0):
+    """Cross-entropy against soft targets ``(B, K)`` (MixUp/CutMix), with label smoothing on top."""
+    if smoothing:
+        target = target * (1.0 - smoothing) + smoothing / target.shape[-1]
+    return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+
+class ClassificationModule(L.LightningModule):
+    """Wraps ``model`` for training, validation and testing with one shared step.
+
+    Args:
+        model: a classifier ``(B, C, H, W) → (B, K)``.
+        num_classes: K.
+        lr: peak learning rate (already scaled for the total batch size).
+        weight_decay, warmup_epochs, warmup_start, min_lr_ratio: see :mod:`swinlab.train.optim`.
+        label_smoothing: ε of the cross-entropy.
+        mixup_alpha, cutmix_alpha: batch mixing (0: off); targets become soft.
+        ema_decay: keep an exponential moving average of the weights with this decay and evaluate
+            it (``None``/0: off).
+        class_names: stored in the hyper-parameters (and in the exported checkpoint).
+    """
+
+    def __init__(self, model: nn.Module, *, num_classes: int, lr: float = 5e-4, weight_decay: float = 0.05,
+                 warmup_epochs: float = 0.0, warmup_start: float = 1e-3, min_lr_ratio: float = 1e-2,
+                 label_smoothing: float = 0.1, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
+                 ema_decay: float | None = None, class_names: list[str] | None = None):
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.mix = mixup_cutmix(num_classes, mixup_alpha, cutmix_alpha)
+        self.ce = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.ema = None
+        if ema_decay:
+            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            self.ema.requires_grad_(False)  # DDP must not wait for gradients of the average
+        k5 = min(5, num_classes)
+        self.metrics = nn.ModuleDict({
+            f"{stage}_metrics": MetricCollection({
+                "acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+                "acc5": MulticlassAccuracy(num_classes, top_k=k5, average="micro"),
+            }, prefix=f"{stage}/")
+            for stage in ("train", "val", "test")
+        })
+        self.confusion = MulticlassConfusionMatrix(num_classes)
+        self._t0: float | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def eval_model(self) -> nn.Module:
+        """The weights evaluated and exported: the EMA when enabled, else the model."""
+        return self.ema.module if self.ema is not None else self.model
+
+    # --- the shared step ------------------------------------------------------------------------
+    def _step(self, batch, batch_idx: int, stage: str) -> torch.Tensor:
+        x, y = batch
+        if stage == "train":
+            if self.mix is not None:
+                x, soft = self.mix(x, y)
+                logits = self.model(x)
+                loss = soft_target_cross_entropy(logits, soft, self.hparams.label_smoothing)
+            else:
+                logits = self.model(x)
+                loss = self.ce(logits.float(), y)
+        else:
+            logits = self.eval_model()(x)
+            loss = F.cross_entropy(logits.float(), y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{stage} loss is {loss.item()} at global step {self.global_step} (epoch "
+                f"{self.current_epoch}, batch index {batch_idx}); lower the learning rate, check the "
+                "inputs for NaN/inf, or use 32-bit precision")
+        metrics = self.metrics[f"{stage}_metrics"]
+        metrics.update(logits.detach(), y)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=True,
+                 batch_size=len(y))
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(y))
+        if stage == "test":
+            self.confusion.update(logits.detach(), y)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, batch_idx, "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self._step(batch, batch_idx, "val")
+
+    def test_step(self, batch, batch_idx):
+        return self._step(batch, batch_idx, "test")
+
+    # --- throughput, lr, EMA ----------------------------------------------------------------------
+    def on_train_batch_start(self, batch, batch_idx):
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        if self._t0 is not None:
+            dt = time.perf_counter() - self._t0
+            images = len(batch[1]) * self.trainer.world_size
+            self.log("train/throughput", images / max(dt, 1e-9), on_step=True, on_epoch=False)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+    def on_test_epoch_start(self):
+        self.confusion.reset()
+
+    # --- optimizer and schedule -------------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = build_optimizer(self.model, hp.lr, hp.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = total / max(self.trainer.max_epochs or 1, 1)
+        sched = warmup_cosine(opt, round(hp.warmup_epochs * per_epoch), total, hp.warmup_start,
+                              hp.min_lr_ratio)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # --- exact resume: the global RNG streams (augmentation, MixUp, drop path) -----------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["swinlab_rng"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": _numpy_state(),
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("swinlab_rng")
+        if not state:
+            return
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        name, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(state["python"])
+
+
+def _numpy_state() -> list:
+    # tensors and plain numbers only, so torch.load(weights_only=True) reads the checkpoint
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)]

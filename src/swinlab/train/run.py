@@ -1,0 +1,247 @@
+"""Training, evaluation and prediction entry points (used by ``swinlab train/eval/predict/demo``).
+
+``fit`` writes under ``out_dir``::
+
+    checkpoints/last.ckpt, checkpoints/best.ckpt   Lightning checkpoints (atomic writes)
+    metrics.csv, hparams.yaml                        CSVLogger
+    tb/                                              TensorBoard events
+    model.safetensors                                the final weights (EMA if enabled) + config,
+                                                     class names, normalization and the recipe
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch import nn
+
+from ..data import ImageDataModule, eval_transform, load_image
+from ..data.transforms import FASHION_MEAN, FASHION_STD, IMAGENET_MEAN, IMAGENET_STD
+from ..models.registry import create_model, get_config
+from ..weights import io as wio
+from .module import ClassificationModule
+from .optim import scaled_lr
+from .recipes import TrainConfig
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to a temporary file in its own folder, fsync, then ``os.replace``.
+
+    Lightning's ``_atomic_save`` writes through an fsspec transaction whose temporary file lives in
+    the system temp dir and is ``shutil.move``d into place: when that dir is on another filesystem
+    the move is a copy, so a kill mid-copy leaves a truncated ``last.ckpt``. Remote URLs go
+    through Lightning unchanged.
+    """
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        if "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def _norm_stats(channels: int) -> tuple[list[float], list[float]]:
+    if channels == 3:
+        return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    return list(FASHION_MEAN), list(FASHION_STD)
+
+
+def build_datamodule(config: TrainConfig, img_size, channels: int, *, data: str | None = None,
+                     data_dir: str | None = None, batch_size: int | None = None) -> ImageDataModule:
+    """The DataModule ``config`` describes, for a model taking ``img_size`` × ``channels``."""
+    return ImageDataModule(
+        data or config.data, data_dir if data_dir is not None else config.data_dir, img_size=img_size,
+        channels=channels, batch_size=batch_size or config.batch_size, num_workers=config.num_workers,
+        val_size=config.val_size, train_limit=config.train_limit, test_limit=config.test_limit,
+        seed=config.seed, augment=config.augment_kwargs(), shuffle=config.shuffle, strict=config.strict,
+        synthetic_size=config.synthetic_size,
+    )
+
+
+def fit(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, devices: int = 1,
+        num_nodes: int = 1, strategy: str = "auto", accelerator: str = "auto",
+        callbacks: list | None = None) -> dict:
+    """Train ``config`` into ``out_dir`` and export ``out_dir/model.safetensors``.
+
+    Args:
+        resume: continue from ``out_dir/checkpoints/last.ckpt`` exactly where it stopped (epoch
+            boundaries are exact: optimizer, schedule, EMA, data order and RNG streams restored).
+        devices, num_nodes, strategy, accelerator: as Lightning's Trainer (``ddp``, ``ddp_spawn``,
+            ``fsdp``; on CPU, DDP runs over gloo). The learning rate scales with the total batch.
+        callbacks: extra Lightning callbacks.
+
+    Returns:
+        ``{"out_dir", "model", "last", "best", "val": {metric: value}, "global_step"}``.
+    """
+    out = Path(out_dir)
+    ckpt_dir = out / "checkpoints"
+    if resume and not (ckpt_dir / "last.ckpt").is_file():
+        raise FileNotFoundError(f"--resume: {ckpt_dir / 'last.ckpt'} does not exist; start without "
+                                "--resume, or point --out at the run to continue")
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    mcfg = get_config(config.model, **config.model_overrides)
+    dm = build_datamodule(config, mcfg.img_size, mcfg.in_chans)
+    dm.prepare_data()
+    if dm.num_classes != mcfg.num_classes:
+        mcfg = mcfg.replace(num_classes=dm.num_classes)
+    model = create_model(config.model, **{**config.model_overrides, "num_classes": mcfg.num_classes})
+    world = devices * num_nodes if isinstance(devices, int) else len(devices) * num_nodes
+    module = ClassificationModule(
+        model, num_classes=mcfg.num_classes, lr=scaled_lr(config.base_lr, config.batch_size, world),
+        weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs,
+        warmup_start=config.warmup_start, min_lr_ratio=config.min_lr_ratio,
+        label_smoothing=config.label_smoothing, mixup_alpha=config.mixup_alpha,
+        cutmix_alpha=config.cutmix_alpha, ema_decay=config.ema_decay, class_names=dm.classes,
+    )
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/acc1", mode="max",
+                                 save_top_k=1, save_last=True, enable_version_counter=False)
+    trainer = L.Trainer(
+        max_epochs=int(config.epochs), accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+        strategy=strategy, precision=config.precision, gradient_clip_val=config.clip_grad,
+        deterministic=config.deterministic, default_root_dir=out,
+        logger=[CSVLogger(out, name="", version=""), TensorBoardLogger(out, name="tb", version="")],
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step"),
+                   _Export(out / "model.safetensors", config), *(callbacks or [])],
+        plugins=[AtomicCheckpointIO()], log_every_n_steps=config.log_every_n_steps,
+        val_check_interval=config.val_check_interval, num_sanity_val_steps=0,
+        enable_progress_bar=config.progress_bar, enable_model_summary=not config.smoke,
+        use_distributed_sampler=False,  # the DataModule splits the data across processes itself
+    )
+    trainer.fit(module, datamodule=dm, ckpt_path="last" if resume else None)
+    # the export ran in the rank-0 training process (with ddp_spawn this process holds no weights)
+    return {"out_dir": str(out), "model": str(out / "model.safetensors"),
+            "last": str(ckpt_dir / "last.ckpt"), "best": checkpoint.best_model_path or None,
+            "global_step": trainer.global_step,
+            "val": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}}
+
+
+class _Export(L.Callback):
+    """Write ``model.safetensors`` at the end of fit, from global rank 0 (where the weights are)."""
+
+    def __init__(self, path: Path, config: TrainConfig):
+        self.path, self.config = path, config
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            export(pl_module.eval_model(), self.path, list(pl_module.hparams.class_names or []), self.config)
+
+
+def export(model: nn.Module, path: str | os.PathLike, class_names: list[str], config: TrainConfig) -> Path:
+    """Save ``model`` as a swinlab safetensors file with what ``predict`` needs in its metadata."""
+    channels = model.config.in_chans
+    mean, std = _norm_stats(channels)
+    meta = {"swinlab.class_names": json.dumps(class_names),
+            "swinlab.normalize": json.dumps({"mean": mean, "std": std}),
+            "swinlab.data": config.data, "swinlab.recipe": json.dumps(config.to_dict(), default=str)}
+    return wio.save(model, path, metadata=meta)
+
+
+def load_checkpoint(checkpoint: str | os.PathLike, model: str | None = None) -> tuple[nn.Module, dict]:
+    """The model saved in ``checkpoint`` (swinlab ``.safetensors``) and its metadata.
+
+    Args:
+        model: a registered model name that the checkpoint must fit (else :class:`CheckpointError`
+            naming each mismatched key with both shapes); ``None`` builds the saved config.
+    """
+    _, meta = wio.read_state_dict(checkpoint)
+    target = None
+    if model is not None:
+        saved = wio.config_from_json(meta["swinlab.config"]) if "swinlab.config" in meta else None
+        overrides = {"num_classes": saved.num_classes} if saved is not None else {}
+        target = create_model(model, **overrides)
+    net = wio.load(checkpoint, target)
+    return net.eval(), meta
+
+
+def _class_names(meta: dict, num_classes: int) -> list[str]:
+    if "swinlab.class_names" in meta:
+        return list(json.loads(meta["swinlab.class_names"]))
+    return [str(i) for i in range(num_classes)]
+
+
+def evaluate(checkpoint: str | os.PathLike, data: str | None = None, data_dir: str | None = None, *,
+             model: str | None = None, batch_size: int = 256, test_limit: int | None = None,
+             accelerator: str = "auto", devices: int = 1, confusion: bool = False) -> dict:
+    """Top-1/top-5 accuracy and loss of ``checkpoint`` on the test split of ``data``.
+
+    Args:
+        checkpoint: a swinlab ``.safetensors`` (as ``fit`` exports).
+        data, data_dir: the dataset (default: the one it was trained on, from the metadata).
+        model: check the checkpoint against this registered model (see :func:`load_checkpoint`).
+        confusion: also return the confusion matrix (rows: true class) as nested lists.
+
+    Returns:
+        ``{"acc1", "acc5", "loss", "images", "classes"[, "confusion"]}``.
+    """
+    net, meta = load_checkpoint(checkpoint, model)
+    cfg = net.config
+    data = data or meta.get("swinlab.data") or "fashion-mnist"
+    recipe = json.loads(meta.get("swinlab.recipe", "{}"))  # the trained-on split (synthetic size, seed)
+    if data_dir is None and data == recipe.get("data"):
+        data_dir = recipe.get("data_dir")
+    dm = ImageDataModule(data, data_dir, img_size=cfg.img_size, channels=cfg.in_chans, batch_size=batch_size,
+                         test_limit=test_limit, augment=None, seed=recipe.get("seed", 0),
+                         val_size=recipe.get("val_size", 0.1),
+                         synthetic_size=recipe.get("synthetic_size", 512), num_classes=cfg.num_classes)
+    dm.prepare_data()
+    if dm.num_classes != cfg.num_classes:
+        raise wio.CheckpointError(f"{checkpoint} has {cfg.num_classes} classes but {data!r} has "
+                                  f"{dm.num_classes}; evaluate it on the data it was trained for")
+    module = ClassificationModule(net, num_classes=cfg.num_classes, class_names=dm.classes)
+    trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False, use_distributed_sampler=False)
+    metrics = trainer.test(module, datamodule=dm, verbose=False)[0]
+    result = {"acc1": float(metrics["test/acc1"]), "acc5": float(metrics["test/acc5"]),
+              "loss": float(metrics["test/loss"]), "images": len(dm.test_set),
+              "classes": _class_names(meta, cfg.num_classes)}
+    if confusion:
+        result["confusion"] = module.confusion.compute().cpu().tolist()
+    return result
+
+
+@torch.no_grad()
+def predict(checkpoint: str | os.PathLike, image_paths: list[str | os.PathLike], topk: int = 5,
+            batch_size: int = 64) -> list[dict]:
+    """Top-``topk`` classes with probabilities for each image file.
+
+    Returns:
+        ``[{"path": str, "top": [{"label": str, "index": int, "prob": float}, ...]}, ...]``.
+
+    Raises:
+        swinlab.data.ImageError: naming an unreadable image (nothing is predicted then).
+    """
+    net, meta = load_checkpoint(checkpoint)
+    cfg = net.config
+    names = _class_names(meta, cfg.num_classes)
+    norm = json.loads(meta["swinlab.normalize"]) if "swinlab.normalize" in meta else None
+    mean, std = (norm["mean"], norm["std"]) if norm else _norm_stats(cfg.in_chans)
+    tf = eval_transform(cfg.img_size, channels=cfg.in_chans, mean=mean, std=std)
+    images = [tf(load_image(p, cfg.in_chans)) for p in image_paths]  # fails before any work if one is bad
+    k = min(topk, cfg.num_classes)
+    results = []
+    for i in range(0, len(images), batch_size):
+        probs = net(torch.stack(images[i:i + batch_size])).float().softmax(-1)  # (B, K)
+        p, idx = probs.topk(k, dim=-1)
+        for j in range(len(p)):
+            results.append({"path": str(image_paths[i + j]),
+                            "top": [{"label": names[c], "index": int(c), "prob": float(q)}
+                                    for q, c in zip(p[j].tolist(), idx[j].tolist(), strict=True)]})
+    return results
