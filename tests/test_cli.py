@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from swinlab.cli import main
 
@@ -57,3 +58,22 @@ def test_bad_input_exits_2_with_a_message(argv, says, capsys):
         main(argv)
     assert e.value.code == 2
     assert says in capsys.readouterr().err
+
+
+def test_convert_a_peer_checkpoint(tmp_path, capsys):
+    timm = pytest.importorskip("timm")
+    from swinlab.weights import load
+
+    peer = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False).eval()
+    src = tmp_path / "timm.pth"
+    torch.save(peer.state_dict(), src)
+    out = tmp_path / "swin_t.safetensors"
+    assert main(["convert", str(src), str(out), "--source", "timm"]) == 0
+    ours = load(out).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert (ours(x) - peer(x)).abs().max() <= 1e-4
+    with pytest.raises(SystemExit) as e:  # the wrong variant: every mismatching key is named
+        main(["convert", str(src), str(tmp_path / "s.safetensors"), "--source", "timm", "--model", "swin_s"])
+    assert e.value.code == 2
+    assert "missing from the checkpoint" in capsys.readouterr().err

@@ -166,6 +166,12 @@ def _format_profile(r: dict) -> str:
             f"{s['attention_entries']:>13,}  {s['global_attention_entries']:>15,}  {s['ratio']:>7.2%}")
     total, full = r["attention_entries"], r["global_attention_entries"]
     lines.append(f"  all blocks and heads: {total:,} windowed vs {full:,} global ({total / full:.2%})")
+    gc = r.get("global_context")
+    if gc:
+        shapes = ", ".join(f"{m['queries']}×{m['keys']}" for m in gc["matrices"])
+        lines += ["", f"  global context: +{_millions(gc['params'])} params "
+                      f"({gc['params'] / r['params']:.1%} of the total), +{gc['macs'] / 1e9:.3f}G MACs "
+                      f"({gc['macs'] / r['macs']:.1%}), matrices {shapes}"]
     return "\n".join(lines)
 
 
@@ -307,6 +313,37 @@ def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+# --- swinlab convert ----------------------------------------------------------------------------
+
+
+def _add_convert(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source_file", help="a peer checkpoint (.pth, .pt, .bin, .ckpt or .safetensors)")
+    p.add_argument("output", help="the swinlab checkpoint to write (.safetensors, config inside)")
+    p.add_argument("--source", required=True, choices=["timm", "torchvision", "official"],
+                   help="the layout of the peer checkpoint")
+    p.add_argument("--model", help="the registered model it is for (default: inferred from its shapes)")
+    p.add_argument("--img-size", type=_positive_int, nargs="+", metavar="H [W]",
+                   help="the image size the model is for (default: the preset's, or 224 / 384 for M=12)")
+
+
+def _run_convert(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .weights import CheckpointError, load, save
+
+    size = _img_size(args.img_size, parser)
+    overrides = {"img_size": size} if size else {}
+    if not args.output.endswith(".safetensors"):
+        parser.error(f"output {args.output!r} must end in .safetensors")
+    model = _build(args.model, parser, device="cpu", **overrides) if args.model else None
+    try:
+        model = load(args.source_file, model, source=args.source, **({} if model else overrides))
+    except (CheckpointError, ValueError) as e:
+        parser.error(str(e))
+    path = save(model, args.output, metadata={"converted_from": f"{args.source}:{args.source_file}"})
+    params = sum(p.numel() for p in model.parameters())
+    print(f"wrote {path}: {type(model).__name__} {_millions(params)} params, config {model.config}")
+    return 0
+
+
 # --- the parser ----------------------------------------------------------------------------------
 
 Command = tuple[Callable[[argparse.ArgumentParser], None],
@@ -320,6 +357,7 @@ _COMMANDS: dict[str, Command] = {
     "eval": (_add_eval, _run_eval, "top-1/top-5 accuracy and loss of a checkpoint on a test split"),
     "predict": (_add_predict, _run_predict, "top-k classes of image files"),
     "demo": (_add_demo, _run_demo, "train on Fashion-MNIST for a few CPU minutes and write a report"),
+    "convert": (_add_convert, _run_convert, "convert a timm / torchvision / official checkpoint to swinlab"),
 }
 
 
