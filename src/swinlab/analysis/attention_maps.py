@@ -1,6 +1,7 @@
 """Attention maps of Swin's window attention (W-MSA and SW-MSA), for one query token.
 
-A forward hook captures the ``qkv`` projection of a block's :class:`WindowAttention`; the weights
+A forward hook captures the ``qkv`` projection of a block's :class:`WindowAttention` (on the map, or
+on the shifted windows where the backend projects those); the weights
 ``Softmax(QKᵀ/√d + B + mask)`` are then recomputed with the reference kernel's maths
 (:mod:`swinlab.kernels.reference`), following each token through the cyclic shift and the window
 partition, so the map is drawn in image coordinates: zero outside the query's window, and, in a
@@ -14,7 +15,7 @@ from torch import nn
 
 from ..kernels.reference import relative_bias
 from ..layers import WindowAttention
-from ..layers.windows import cyclic_shift, shifted_window_mask, window_partition
+from ..layers.windows import cyclic_shift, shifted_window_mask, window_partition, window_reverse
 
 
 def window_attention_weights(attn: WindowAttention, qkv: torch.Tensor, map_size: tuple[int, int]):
@@ -75,6 +76,10 @@ def query_attention_maps(model: nn.Module, images: torch.Tensor, query: tuple[in
     for i, layer in enumerate(layers):
         qkv = captured[i]
         h, w = sizes[i]
+        if qkv.dim() == 3:  # a backend that projects shifted windows: (B*nW, N, 3C) → (B, Hp, Wp, 3C)
+            window, shift = layer.windows_for((h, w))
+            padded = (-(-h // window[0]) * window[0], -(-w // window[1]) * window[1])
+            qkv = cyclic_shift(window_reverse(qkv, window, padded), shift, reverse=True)
         hp, wp = qkv.shape[1:3]
         probs, origin = window_attention_weights(layer, qkv, (h, w))  # (B, nW, h, N, N), (nW, N)
         target = query[0] * wp + query[1]

@@ -1,10 +1,18 @@
 """Interchangeable implementations of window attention behind one signature.
 
 Every backend is a function with the signature of :func:`swinlab.kernels.reference.window_attention`
-and must equal it within dtype tolerance (forward and gradients). ``"auto"`` picks the fastest
-backend known to be correct for the device and dtype; today that is the reference everywhere.
+and must equal it within dtype tolerance (forward and gradients). A backend may also offer the
+same attention on windows already shifted and partitioned (:func:`get_windows_attention`, the
+signature of :func:`swinlab.kernels.reference.attend_windows`); the model then rolls and partitions
+the C-wide tokens before the q, k, v projection, a third of the bytes of doing it to ``qkv``.
+Fused kernels that do the shift and partition by index (``"triton"``) take the whole map only.
+
+``"auto"`` decides on every call from the tensors' device (see :func:`select_backend`), so a model
+moved between devices never runs a backend that fails there: ``"reference"`` on CPU (measured the
+fastest there: ``benchmarks/results/``), ``"sdpa"`` on CUDA (PyTorch's fused attention with a bias).
 The fused ``"triton"`` backend is registered when ``triton`` is installed; it takes CUDA tensors
-(CPU ones too under ``TRITON_INTERPRET=1``, for tests), see :func:`backend_devices`.
+(CPU ones too under ``TRITON_INTERPRET=1``, for tests), see :func:`backend_devices`. ``auto`` does
+not choose it until it has been measured faster on a GPU; select it by name.
 """
 
 from __future__ import annotations
@@ -12,7 +20,11 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 
+import torch
+
+from .reference import attend_windows as reference_attend_windows
 from .reference import window_attention as reference_window_attention
+from .sdpa import attend_windows as sdpa_attend_windows
 from .sdpa import window_attention as sdpa_window_attention
 
 WindowAttentionFn = Callable[..., "object"]
@@ -21,14 +33,23 @@ _BACKENDS: dict[str, WindowAttentionFn] = {
     "reference": reference_window_attention,
     "sdpa": sdpa_window_attention,
 }
+_WINDOWED: dict[str, WindowAttentionFn] = {  # backend → its attention on partitioned windows
+    "reference": reference_attend_windows,
+    "sdpa": sdpa_attend_windows,
+}
 _DEVICES: dict[str, tuple[str, ...] | None] = {}  # backend → device types it takes (absent: any)
 
 
-def register_backend(name: str, fn: WindowAttentionFn, *, devices: tuple[str, ...] | None = None) -> None:
+def register_backend(name: str, fn: WindowAttentionFn, *, devices: tuple[str, ...] | None = None,
+                     windows_fn: WindowAttentionFn | None = None) -> None:
     """Make ``fn`` selectable as ``attention_backend=name``; ``devices``: the device types it takes
-    (``None``: any)."""
+    (``None``: any); ``windows_fn``: the same attention on partitioned windows, if it has one."""
     _BACKENDS[name] = fn
     _DEVICES[name] = tuple(devices) if devices is not None else None
+    if windows_fn is not None:
+        _WINDOWED[name] = windows_fn
+    else:
+        _WINDOWED.pop(name, None)
 
 
 def backend_devices(name: str) -> tuple[str, ...] | None:
@@ -49,13 +70,44 @@ def available_backends() -> list[str]:
     return sorted(_BACKENDS)
 
 
+def select_backend(device: torch.device | str, dtype: torch.dtype = torch.float32) -> str:
+    """The backend ``"auto"`` runs for tensors on ``device`` (of ``dtype``).
+
+    CPU: ``"reference"``: PyTorch's fused CPU attention (what ``"sdpa"`` dispatches to) is slower
+    than matmul + softmax + matmul on 49-token windows: 7-18% on one attention layer, 5% on the
+    whole Swin-T in inference (``benchmarks/results/cpu_swin_t_b8_224_float32_infer.json``, 2-core
+    AMD EPYC, float32; bfloat16 not measured yet). CUDA and other devices: ``"sdpa"`` (memory-
+    efficient attention with the merged bias), which takes any device; not yet measured against
+    ``"triton"`` on a GPU.
+    """
+    del dtype  # the choice does not depend on it yet; kept so callers need not change when it does
+    return "reference" if torch.device(device).type == "cpu" else "sdpa"
+
+
+def _auto(qkv: torch.Tensor, **kwargs) -> torch.Tensor:
+    """``"auto"`` on the whole map: the backend of :func:`select_backend` for ``qkv``."""
+    return _BACKENDS[select_backend(qkv.device, qkv.dtype)](qkv, **kwargs)
+
+
+def _auto_windows(qkv: torch.Tensor, **kwargs) -> torch.Tensor:
+    """``"auto"`` on partitioned windows: the backend of :func:`select_backend` for ``qkv``."""
+    return _WINDOWED[select_backend(qkv.device, qkv.dtype)](qkv, **kwargs)
+
+
 def get_window_attention(name: str = "auto") -> WindowAttentionFn:
-    """The window-attention function called ``name``; ``"auto"`` chooses one."""
+    """The window-attention function called ``name``; ``"auto"`` chooses one per call."""
     if name == "auto":
-        return _BACKENDS["reference"]
+        return _auto
     try:
         return _BACKENDS[name]
     except KeyError:
         raise ValueError(
             f"unknown attention_backend {name!r}; choose one of {['auto', *available_backends()]}"
         ) from None
+
+
+def get_windows_attention(name: str = "auto") -> WindowAttentionFn | None:
+    """Backend ``name``'s attention on partitioned windows (signature of
+    :func:`swinlab.kernels.reference.attend_windows`), or ``None`` if it takes whole maps only."""
+    get_window_attention(name)  # unknown names fail here
+    return _auto_windows if name == "auto" else _WINDOWED.get(name)

@@ -23,8 +23,17 @@ from ..layers.windows import (
 
 @lru_cache(maxsize=128)
 @torch.inference_mode(False)  # a cached tensor made under inference_mode could not be used in training
-def _mask(map_size: Pair, window: Pair, shift: Pair, device: torch.device, dtype: torch.dtype):
+def _cached_mask(map_size: Pair, window: Pair, shift: Pair, device: torch.device, dtype: torch.dtype):
     return shifted_window_mask(map_size, window, shift, device=device, dtype=dtype)
+
+
+def _mask(map_size: Pair, window: Pair, shift: Pair, device: torch.device, dtype: torch.dtype):
+    """The region mask ``(nW, N, N)``, cached per resolution in eager mode. Under ``torch.compile``
+    it is built in the graph instead (it depends on shapes only, so the compiler folds it into a
+    constant): dynamo cannot consult a Python cache, and tracing through one warns."""
+    if torch.compiler.is_compiling():
+        return shifted_window_mask(map_size, window, shift, device=device, dtype=dtype)
+    return _cached_mask(map_size, window, shift, device, dtype)
 
 
 def relative_bias(table: torch.Tensor, window: Pair, table_window: Pair) -> torch.Tensor:
@@ -64,14 +73,41 @@ def window_attention(
     Returns:
         ``(B, H, W, C)`` attention output, un-shifted, before the output projection.
     """
-    b, h, w, c3 = qkv.shape
+    b, h, w, _ = qkv.shape
+    x = window_partition(cyclic_shift(qkv, shift), window)  # (B*nW, N, 3C)
+    out = attend_windows(x, batch=b, map_size=(h, w), num_heads=num_heads, window=window, shift=shift,
+                         table=table, table_window=table_window, mask_shifted=mask_shifted, use_qk=use_qk,
+                         scale=scale)  # (B*nW, N, C)
+    return cyclic_shift(window_reverse(out, window, (h, w)), shift, reverse=True)  # (B, H, W, C)
+
+
+def attend_windows(
+    qkv: torch.Tensor,
+    *,
+    batch: int,
+    map_size: Pair,
+    num_heads: int,
+    window: Pair,
+    shift: Pair,
+    table: torch.Tensor | None,
+    table_window: Pair,
+    mask_shifted: bool = True,
+    use_qk: bool = True,
+    scale: float,
+) -> torch.Tensor:
+    """The attention of :func:`window_attention` on windows already shifted and partitioned.
+
+    ``qkv`` is ``(B*nW, N, 3C)``: the projection of the windows of the (padded, rolled) map, in the
+    order of :func:`~swinlab.layers.windows.window_partition`. Returns ``(B*nW, N, C)``. This is the
+    form the model calls on CPU: rolling and partitioning the C-wide tokens *before* the q, k, v
+    projection (as timm and torchvision do) moves a third of the bytes of doing it to the 3C-wide
+    ``qkv`` (the per-token projection commutes with the token permutation). ``map_size`` is the
+    padded ``(H, W)`` (for the region mask), ``batch`` is ``B``.
+    """
+    bnw, n, c3 = qkv.shape
     c = c3 // 3
     d = c // num_heads
-    n = window[0] * window[1]
-    x = cyclic_shift(qkv, shift)  # (B, H, W, 3C)
-    x = window_partition(x, window)  # (B*nW, N, 3C)
-    bnw = x.shape[0]
-    q, k, v = x.view(bnw, n, 3, num_heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # 3 × (B*nW, h, N, d)
+    q, k, v = qkv.view(bnw, n, 3, num_heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # 3 × (B*nW, h, N, d)
     if use_qk:
         logits = (q * scale) @ k.transpose(-2, -1)  # (B*nW, h, N, N)
     else:
@@ -79,11 +115,9 @@ def window_attention(
     if table is not None:
         logits = logits + relative_bias(table, window, table_window).to(logits.dtype)[None]
     if mask_shifted and (shift[0] or shift[1]):
-        mask = _mask((h, w), window, shift, logits.device, logits.dtype)  # (nW, N, N)
+        mask = _mask(tuple(map_size), window, shift, logits.device, logits.dtype)  # (nW, N, N)
         nw = mask.shape[0]
-        logits = logits.view(b, nw, num_heads, n, n) + mask[None, :, None]  # (B, nW, h, N, N)
+        logits = logits.view(batch, nw, num_heads, n, n) + mask[None, :, None]  # (B, nW, h, N, N)
         logits = logits.view(bnw, num_heads, n, n)
     attn = logits.softmax(dim=-1)
-    out = (attn @ v).transpose(1, 2).reshape(bnw, n, c)  # (B*nW, N, C)
-    out = window_reverse(out, window, (h, w))  # (B, H, W, C)
-    return cyclic_shift(out, shift, reverse=True)
+    return (attn @ v).transpose(1, 2).reshape(bnw, n, c)  # (B*nW, N, C)

@@ -40,7 +40,10 @@ def _merged_bias(table, window, table_window, mask_key, dtype) -> torch.Tensor |
     mask = _mask(*mask_key, dtype) if mask_key is not None else None  # (nW, N, N)
     if table is None:
         return None if mask is None else mask[:, None]
-    cacheable = not (torch.is_grad_enabled() and table.requires_grad) and table.device.type != "meta"
+    # No Python-side cache under torch.compile (dynamo cannot key a dict on a tensor's version; the
+    # compiled graph recomputes the bias, a gather and an add that the compiler fuses).
+    cacheable = (not (torch.is_grad_enabled() and table.requires_grad) and table.device.type != "meta"
+                 and not torch.compiler.is_compiling())
     entries = key = None
     if cacheable:
         entries = _entries_for(table)
@@ -70,19 +73,40 @@ def window_attention(
     scale: float,
 ) -> torch.Tensor:
     """See :func:`swinlab.kernels.reference.window_attention`."""
-    b, h, w, c3 = qkv.shape
+    b, h, w, _ = qkv.shape
+    x = window_partition(cyclic_shift(qkv, shift), window)  # (B*nW, N, 3C)
+    out = attend_windows(x, batch=b, map_size=(h, w), num_heads=num_heads, window=window, shift=shift,
+                         table=table, table_window=table_window, mask_shifted=mask_shifted, use_qk=use_qk,
+                         scale=scale)  # (B*nW, N, C)
+    return cyclic_shift(window_reverse(out, window, (h, w)), shift, reverse=True)  # (B, H, W, C)
+
+
+def attend_windows(
+    qkv: torch.Tensor,
+    *,
+    batch: int,
+    map_size: Pair,
+    num_heads: int,
+    window: Pair,
+    shift: Pair,
+    table: torch.Tensor | None,
+    table_window: Pair,
+    mask_shifted: bool = True,
+    use_qk: bool = True,
+    scale: float,
+) -> torch.Tensor:
+    """See :func:`swinlab.kernels.reference.attend_windows`: ``(B*nW, N, 3C)`` → ``(B*nW, N, C)``."""
+    bnw, n, c3 = qkv.shape
     c = c3 // 3
     d = c // num_heads
-    n = window[0] * window[1]
-    x = window_partition(cyclic_shift(qkv, shift), window)  # (B*nW, N, 3C)
-    nw = x.shape[0] // b
-    q, k, v = x.view(b, nw, n, 3, num_heads, d).permute(3, 0, 1, 4, 2, 5).unbind(0)  # 3 × (B, nW, h, N, d)
+    nw = bnw // batch
+    qkv = qkv.view(batch, nw, n, 3, num_heads, d)  # (B, nW, N, 3, h, d)
+    q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # 3 × (B, nW, h, N, d)
     shifted = mask_shifted and (shift[0] or shift[1])
-    mask_key = ((h, w), tuple(window), tuple(shift), qkv.device) if shifted else None
+    mask_key = (tuple(map_size), tuple(window), tuple(shift), qkv.device) if shifted else None
     bias = _merged_bias(table, window, table_window, mask_key, q.dtype)  # (nW|1, h, N, N) or None
     if use_qk:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)  # (B, nW, h, N, d)
     else:  # "rel. pos. w/o app.": the logits are the bias alone, the same for every image
         out = bias.softmax(dim=-1) @ v
-    out = out.permute(0, 1, 3, 2, 4).reshape(b * nw, n, c)  # (B*nW, N, C)
-    return cyclic_shift(window_reverse(out, window, (h, w)), shift, reverse=True)  # (B, H, W, C)
+    return out.permute(0, 1, 3, 2, 4).reshape(bnw, n, c)  # (B*nW, N, C)

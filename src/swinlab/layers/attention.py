@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kernels import get_window_attention
+from ..kernels import get_window_attention, get_windows_attention
 from .position import RelativePositionBias
-from .windows import Pair, fit_window, pad_to_windows
+from .windows import Pair, cyclic_shift, fit_window, pad_to_windows, window_partition, window_reverse
 
 
 class WindowAttention(nn.Module):
@@ -51,6 +51,7 @@ class WindowAttention(nn.Module):
         self.scale = (dim // num_heads) ** -0.5
         self.backend = backend
         self._attend = get_window_attention(backend)
+        self._attend_windows = get_windows_attention(backend)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.rel_pos = RelativePositionBias(window_size=window_size, num_heads=num_heads) if rel_pos else None
@@ -58,6 +59,7 @@ class WindowAttention(nn.Module):
     def set_backend(self, backend: str) -> None:
         """Switch the window-attention implementation (weights are unchanged)."""
         self._attend = get_window_attention(backend)
+        self._attend_windows = get_windows_attention(backend)
         self.backend = backend
 
     def windows_for(self, map_size: Pair) -> tuple[Pair, Pair]:
@@ -69,12 +71,26 @@ class WindowAttention(nn.Module):
         _, h, w, _ = x.shape
         window, shift = self.windows_for((h, w))
         x = pad_to_windows(x, window)  # (B, Hp, Wp, C)
+        table = self.rel_pos.table if self.rel_pos is not None else None
+        if self._attend_windows is not None:
+            # Roll and partition the C-wide tokens, not the 3C-wide qkv (a third of the bytes); the
+            # per-token projections commute with the permutation, so qkv and proj run on windows.
+            b, hp, wp, _ = x.shape
+            windows = window_partition(cyclic_shift(x, shift), window)  # (B*nW, N, C)
+            out = self._attend_windows(
+                self.qkv(windows),  # (B*nW, N, 3C)
+                batch=b, map_size=(hp, wp), num_heads=self.num_heads, window=window, shift=shift,
+                table=table, table_window=self.window_size, mask_shifted=self.mask_shifted,
+                use_qk=self.use_qk, scale=self.scale,
+            )  # (B*nW, N, C)
+            out = window_reverse(self.proj(out), window, (hp, wp))  # (B, Hp, Wp, C)
+            return cyclic_shift(out, shift, reverse=True)[:, :h, :w]  # (B, H, W, C)
         out = self._attend(
             self.qkv(x),  # (B, Hp, Wp, 3C)
             num_heads=self.num_heads,
             window=window,
             shift=shift,
-            table=self.rel_pos.table if self.rel_pos is not None else None,
+            table=table,
             table_window=self.window_size,
             mask_shifted=self.mask_shifted,
             use_qk=self.use_qk,

@@ -127,6 +127,10 @@ def shifted_window_mask(
 
 @lru_cache(maxsize=64)
 @torch.inference_mode(False)  # a cached tensor made under inference_mode could not be used in training
+def _relative_position_index_cached(window: Pair, table_window: Pair) -> torch.Tensor:
+    return _relative_position_index_cpu(window, table_window)
+
+
 def _relative_position_index_cpu(window: Pair, table_window: Pair) -> torch.Tensor:
     mh, mw = window
     coords = torch.stack(
@@ -150,4 +154,6 @@ def relative_position_index(window: Pair, table_window: Pair | None = None) -> t
     table_window = tuple(table_window or window)
     if any(w > t for w, t in zip(window, table_window, strict=True)):
         raise ValueError(f"window {window} is larger than the bias table's window {table_window}")
-    return _relative_position_index_cpu(tuple(window), table_window)
+    if torch.compiler.is_compiling():  # no Python cache under dynamo: traced, then a constant of the graph
+        return _relative_position_index_cpu(tuple(window), table_window)
+    return _relative_position_index_cached(tuple(window), table_window)

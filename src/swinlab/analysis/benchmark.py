@@ -1,0 +1,379 @@
+"""Throughput of a classifier: seconds per step, images per second, peak memory.
+
+A *step* is one inference forward pass (under :func:`torch.inference_mode`) or one training step
+(forward, cross-entropy against random labels, backward, AdamW update), on a batch of random images.
+Mixed precision (``bfloat16`` / ``float16``) runs under :func:`torch.autocast` with the weights kept
+in float32, as training does; ``float16`` training on CUDA scales the loss with a ``GradScaler``.
+
+Timing follows the usual rules (timm's ``benchmark.py``): warm-up steps first (they also compile,
+with ``compile=True``, and fill the backends' caches), the device is synchronized before and after
+every timed step, and the median with the 10th / 90th percentiles is reported. Several models are
+timed *interleaved* (:func:`run`: step 1 of every model, then step 2 of every model, ...) so that
+noise from other work on a shared machine hits them all alike; compare ratios from one run, not
+numbers from different runs.
+
+Peak memory is read on CUDA only (``torch.cuda.max_memory_allocated`` during a step, minus what was
+allocated before it, plus the model's own parameters, buffers and optimizer state); on CPU it is
+``None`` (the process's resident set cannot be attributed to one of several interleaved models).
+
+:func:`environment` describes the machine and the versions for the JSON a benchmark writes, and
+:func:`scaling` times one architecture over several resolutions: the cost per pixel is flat where
+the work is linear in the tokens (Swin's window attention) and grows with the resolution where it
+is quadratic (ViT's global attention).
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MODES = ("infer", "train")
+
+
+@dataclass
+class Step:
+    """One prepared benchmark step of a model; calling it runs (and synchronizes) one step.
+
+    Made by :func:`prepare`; :func:`run` times several of them interleaved.
+    """
+
+    name: str
+    fn: Callable[[], None]
+    batch_size: int
+    img_size: tuple[int, int]
+    dtype: str
+    mode: str
+    device: torch.device
+    compile: bool
+    state_bytes: int  # parameters + buffers (+ optimizer state, once it exists) of the model
+    state_fn: Callable[[], int] = field(repr=False, default=lambda: 0)
+    times: list[float] = field(default_factory=list, repr=False)
+    first_s: float | None = None  # the first call (compilation included with compile=True)
+    peak_bytes: int | None = None
+
+    def __call__(self) -> float:
+        """Run one step; returns its wall-clock seconds (device synchronized on both sides)."""
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        t0 = time.perf_counter()
+        self.fn()
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - t0
+        if cuda:
+            peak = torch.cuda.max_memory_allocated(self.device) - before + self.state_fn()
+            self.peak_bytes = max(self.peak_bytes or 0, peak)
+        return seconds
+
+    def result(self) -> dict:
+        """Statistics of the timed calls so far (see :func:`benchmark` for the keys)."""
+        t = sorted(self.times)
+        if not t:
+            raise RuntimeError(f"{self.name}: no timed steps yet")
+        if len(t) > 1:
+            cuts = statistics.quantiles(t, n=10, method="inclusive")
+            p10, p90 = cuts[0], cuts[-1]
+        else:
+            p10 = p90 = t[0]
+        median = statistics.median(t)
+        return {
+            "name": self.name,
+            "mode": self.mode,
+            "dtype": self.dtype,
+            "batch_size": self.batch_size,
+            "img_size": list(self.img_size),
+            "device": str(self.device),
+            "compile": self.compile,
+            "repeats": len(t),
+            "median_s": median,
+            "p10_s": p10,
+            "p90_s": p90,
+            "images_per_s": self.batch_size / median,
+            "first_step_s": self.first_s,
+            "peak_memory_bytes": self.peak_bytes,
+            "peak_memory_source": "cuda.max_memory_allocated" if self.device.type == "cuda" else None,
+            "times_s": list(self.times),
+        }
+
+
+def _pair(v: int | Iterable[int]) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    t = tuple(int(i) for i in v)
+    if len(t) != 2:
+        raise ValueError(f"img_size must be an int or a pair (H, W), got {v!r}")
+    return t  # type: ignore[return-value]
+
+
+def _tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int], dtype: str = "float32",
+            mode: str = "infer", compile: bool = False, device: str | torch.device | None = None,
+            in_chans: int | None = None, name: str | None = None, seed: int = 0,
+            lr: float = 1e-4) -> Step:
+    """Move ``model`` to ``device`` and build its benchmark step (nothing is run yet).
+
+    Args:
+        model: a classifier taking ``(B, C_in, H, W)`` images and returning ``(B, classes)`` logits.
+        batch_size: images per step.
+        img_size: ``H`` or ``(H, W)``.
+        dtype: ``"float32"``, or ``"bfloat16"`` / ``"float16"`` under autocast (weights stay float32).
+        mode: ``"infer"`` (eval mode, ``inference_mode``) or ``"train"`` (train mode: forward,
+            cross-entropy, backward, ``AdamW`` step; gradients set to ``None`` after each step).
+        compile: wrap the model in :func:`torch.compile` (the first warm-up step compiles).
+        device: default: CUDA if available, else CPU.
+        in_chans: image channels (default ``model.config.in_chans``, else 3).
+        name: the label of the result (default: the class name).
+        seed: seed of the random images and labels.
+        lr: AdamW's learning rate (small: the weights barely move over a benchmark).
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    dev = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda: CUDA is not available here; use device='cpu'")
+    size = _pair(img_size)
+    config = getattr(model, "config", None)
+    chans = in_chans or getattr(config, "in_chans", 3)
+    model = model.to(dev)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    x = torch.randn(batch_size, chans, *size, generator=gen).to(dev)  # (B, C_in, H, W)
+
+    def amp():
+        return torch.autocast(dev.type, dtype=DTYPES[dtype]) if dtype != "float32" else nullcontext()
+
+    net = torch.compile(model) if compile else model
+    state = [_tensor_bytes(model.parameters()) + _tensor_bytes(model.buffers())]
+
+    if mode == "infer":
+        model.eval()
+
+        def fn() -> None:
+            with torch.inference_mode(), amp():
+                net(x)
+
+        def state_fn() -> int:
+            return state[0]
+    else:
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=lr)
+        scaler = torch.amp.GradScaler(dev.type) if dtype == "float16" and dev.type == "cuda" else None
+        labels: list[torch.Tensor] = []
+
+        def fn() -> None:
+            with amp():
+                logits = net(x)  # (B, classes)
+                if not labels:
+                    labels.append(torch.randint(logits.shape[-1], (batch_size,), generator=gen).to(dev))
+                loss = F.cross_entropy(logits.float(), labels[0])
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        def state_fn() -> int:
+            opt_state = [t for s in opt.state.values() for t in s.values() if torch.is_tensor(t)]
+            return state[0] + _tensor_bytes(opt_state)
+
+    return Step(name=name or type(model).__name__, fn=fn, batch_size=batch_size, img_size=size, dtype=dtype,
+                mode=mode, device=dev, compile=compile, state_bytes=state[0], state_fn=state_fn)
+
+
+def run(steps: dict[str, Step] | list[Step], *, warmup: int = 3, repeats: int = 10,
+        callback: Callable[[str, int, float], None] | None = None) -> dict[str, dict]:
+    """Time prepared steps interleaved: ``warmup`` untimed rounds, then ``repeats`` timed rounds, each
+    round one step of every model in turn. Returns ``{name: result}`` (see :func:`benchmark`).
+
+    ``callback(name, repeat, seconds)`` is called after every timed step (progress output).
+    """
+    if isinstance(steps, list):
+        steps = {s.name: s for s in steps}
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be ≥ 1 and warmup ≥ 0, got {repeats} and {warmup}")
+    for step in steps.values():  # the first call separately: with compile=True it is the compile time
+        step.first_s = step()
+    for _ in range(max(warmup - 1, 0)):
+        for step in steps.values():
+            step()
+    for r in range(repeats):
+        for name, step in steps.items():
+            seconds = step()
+            step.times.append(seconds)
+            if callback is not None:
+                callback(name, r, seconds)
+    return {name: step.result() for name, step in steps.items()}
+
+
+def benchmark(model: nn.Module, *, batch_size: int = 8, img_size: int | tuple[int, int] = 224,
+              dtype: str = "float32", mode: str = "infer", compile: bool = False, warmup: int = 3,
+              repeats: int = 10, device: str | torch.device | None = None, **kwargs) -> dict:
+    """Time ``model`` alone (see :func:`prepare` for the arguments; ``kwargs`` go there too).
+
+    Returns:
+        A JSON-serializable dict: ``name``, ``mode``, ``dtype``, ``batch_size``, ``img_size``,
+        ``device``, ``compile``, ``repeats``; ``median_s`` / ``p10_s`` / ``p90_s`` seconds per step;
+        ``images_per_s`` (batch / median); ``first_step_s`` (the first warm-up step: compilation
+        with ``compile=True``); ``peak_memory_bytes`` (CUDA: allocator peak of a step, the model's
+        weights and optimizer state included; CPU: ``None``) with ``peak_memory_source``;
+        ``times_s`` (every timed step).
+    """
+    step = prepare(model, batch_size=batch_size, img_size=img_size, dtype=dtype, mode=mode, compile=compile,
+                   device=device, **kwargs)
+    return run({step.name: step}, warmup=warmup, repeats=repeats)[step.name]
+
+
+def scaling(model_builder: Callable[[tuple[int, int]], nn.Module], sizes: Iterable[int | tuple[int, int]],
+            *, batch_size: int = 1, warmup: int = 1, repeats: int = 3, name: str = "model",
+            **kwargs) -> list[dict]:
+    """Cost per pixel over resolutions: ``model_builder((H, W))`` is timed at each size, interleaved.
+
+    Returns one row per size: the :func:`benchmark` result plus ``pixels`` (``H·W``),
+    ``seconds_per_image``, ``ns_per_pixel`` (seconds per image / pixels, in ns) and
+    ``relative_cost_per_pixel`` (against the first size). Flat for linear-cost models (Swin),
+    growing for global attention (ViT), whose attention work per pixel grows with the token count.
+    """
+    steps = {}
+    for s in sizes:
+        size = _pair(s)
+        steps[f"{name}@{size[0]}x{size[1]}"] = prepare(model_builder(size), batch_size=batch_size,
+                                                       img_size=size, name=f"{name}@{size[0]}x{size[1]}",
+                                                       **kwargs)
+    results = run(steps, warmup=warmup, repeats=repeats)
+    rows, first = [], None
+    for r in results.values():
+        pixels = r["img_size"][0] * r["img_size"][1]
+        per_image = r["median_s"] / r["batch_size"]
+        ns = per_image / pixels * 1e9
+        first = first or ns
+        rows.append({**r, "model": name, "pixels": pixels, "seconds_per_image": per_image, "ns_per_pixel": ns,
+                     "relative_cost_per_pixel": ns / first})
+    return rows
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment(device: str | torch.device | None = None) -> dict:
+    """The machine, the versions and the date, for the JSON of a benchmark.
+
+    Returns:
+        ``date_utc``, ``machine`` (``node``, ``platform``, ``cpu``: the model name of
+        ``/proc/cpuinfo``, ``cpu_count``, ``cpus_usable`` (the affinity mask), ``torch_threads``,
+        ``gpu``: the CUDA device name or ``None``, ``cuda``: the CUDA version torch was built with),
+        and ``versions`` (python, torch, torchvision, triton, timm, swinlab; ``None`` when absent).
+    """
+    cuda = torch.cuda.is_available()
+    dev = torch.device(device) if device is not None else torch.device("cuda" if cuda else "cpu")
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count()
+    gpu = torch.cuda.get_device_name(dev if dev.type == "cuda" else 0) if cuda else None
+    from .. import __version__
+
+    return {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "node": platform.node(),
+            "platform": platform.platform(),
+            "cpu": _cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "cpus_usable": usable,
+            "torch_threads": torch.get_num_threads(),
+            "gpu": gpu,
+            "cuda": torch.version.cuda,
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torchvision": _version("torchvision"),
+            "triton": _version("triton"),
+            "timm": _version("timm"),
+            "swinlab": __version__,
+        },
+    }
+
+
+TORCHVISION_PREFIX = "torchvision:"
+
+
+def build(name: str, *, img_size: int | tuple[int, int] | None = None,
+          backend: str | None = None) -> nn.Module:
+    """A model to benchmark: a registered swinlab name (``swin_t``), or ``torchvision:NAME`` for
+    torchvision's model of that name (``torchvision:swin_t``, ``torchvision:vit_b_16``), untrained.
+
+    Args:
+        name: the model.
+        img_size: the size to build for (swinlab: ``img_size``; torchvision ViT: ``image_size``,
+            its position embedding is fixed to it; torchvision Swin takes any size as built).
+        backend: swinlab Swin only: the ``attention_backend``.
+    """
+    if name.startswith(TORCHVISION_PREFIX):
+        import torchvision
+
+        tv_name = name[len(TORCHVISION_PREFIX):]
+        if backend is not None:
+            raise ValueError(f"{name}: attention backends are swinlab's; torchvision's model has none")
+        try:
+            builder = torchvision.models.get_model_builder(tv_name)
+        except ValueError:
+            raise ValueError(f"torchvision has no model {tv_name!r}; e.g. torchvision:swin_t, "
+                             f"torchvision:vit_b_16") from None
+        kwargs = {}
+        if img_size is not None and tv_name.startswith("vit_"):
+            size = _pair(img_size)
+            if size[0] != size[1]:
+                raise ValueError(f"torchvision's ViT takes square images only, got {size}")
+            kwargs["image_size"] = size[0]
+        return builder(**kwargs)
+    from ..models.registry import create_model, get_config
+
+    overrides = {}
+    if img_size is not None:
+        overrides["img_size"] = _pair(img_size)
+    if backend is not None:
+        if not hasattr(get_config(name), "attention_backend"):
+            raise ValueError(f"{name} has no window attention; --backend applies to Swin models only")
+        overrides["attention_backend"] = backend
+    return create_model(name, **overrides)
