@@ -9,6 +9,8 @@
     swinlab eval CHECKPOINT [--data ...] [--data-dir D] [--model M] [--limit N] [--json]
     swinlab predict CHECKPOINT IMAGE [IMAGE ...] [--topk K] [--json]
     swinlab demo [--out runs/demo] [--quick] [--data-dir D]
+    swinlab study ablations [--data D] [--seeds N] [--epochs N] [--train-limit N] [--out DIR]
+                            [--only NAME ...] [--work DIR] [--report-only] [--smoke] [--threads N]
 
 Each subcommand is two functions registered in :data:`_COMMANDS`: ``add(parser)`` declares its
 arguments and ``run(args, parser) -> int`` does the work, reporting bad input through
@@ -344,6 +346,162 @@ def _run_convert(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     return 0
 
 
+# --- swinlab study --------------------------------------------------------------------------------
+
+
+def _add_study(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", choices=["ablations"],
+                   help="ablations: Table 4 switches, global context, ViT/Mixer baselines")
+    p.add_argument("--data", default="fashion-mnist",
+                   help="fashion-mnist (default) | synthetic | folder:PATH")
+    p.add_argument("--data-dir", help="the Fashion-MNIST idx directory (default: Debian's)")
+    p.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..N-1 per variant (default 3)")
+    p.add_argument("--epochs", type=_positive_int, help="default: the ablations recipe's")
+    p.add_argument("--train-limit", type=_positive_int,
+                   help="first N training images (default: the recipe's)")
+    p.add_argument("--test-limit", type=_positive_int, help="first N test images (default: all)")
+    p.add_argument("--out", default="runs/ablations", help="results and report (default runs/ablations)")
+    p.add_argument("--work", default="runs/ablations-work",
+                   help="checkpoints and logs of the runs (default runs/ablations-work)")
+    p.add_argument("--only", nargs="+", metavar="NAME",
+                   help="run these variants only (space or comma separated)")
+    p.add_argument("--report-only", action="store_true", help="train nothing; report the finished runs")
+    p.add_argument("--smoke", action="store_true", help="the recipe's seconds-long smoke version")
+    p.add_argument("--threads", type=_positive_int,
+                   help="torch threads (default: torch's); 1 on a CPU shared with other jobs")
+
+
+def _run_study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .train import get_recipe
+    from .train.study import Throughput, run_ablations
+
+    changes = {k: v for k, v in (("data", args.data), ("data_dir", args.data_dir), ("epochs", args.epochs),
+                                 ("train_limit", args.train_limit), ("test_limit", args.test_limit))
+               if v is not None}
+    if args.smoke and args.data == "fashion-mnist":
+        changes.pop("data")  # the smoke recipe's synthetic data unless asked otherwise
+    speed = Throughput(batch_size=8, warmup=1, repeats=2) if args.smoke else Throughput()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        schedule = get_recipe("ablations", smoke=args.smoke, **changes)
+        results = run_ablations(args.out, schedule=schedule, seeds=args.seeds, only=args.only, work=args.work,
+                                throughput=speed, report_only=args.report_only)
+    except (*_DATA_ERRORS, ValueError) as e:
+        parser.error(str(e))
+    done = sum(len(r) for r in results["runs"].values())
+    print(f"{done} run(s) finished, {len(results['missing'])} missing; report: {args.out}/report.md")
+    return 0
+
+
+# --- swinlab bench -------------------------------------------------------------------------------
+
+
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="registered models (see `swinlab list`), or torchvision:NAME for torchvision's "
+                        "(e.g. torchvision:swin_t); all are timed interleaved, ratios against the first")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="images per step (default 8)")
+    p.add_argument("--img-size", nargs="+", type=_positive_int, metavar=("H", "W"),
+                   help="input size H [W] (default 224)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                   help="float32 (default), or bfloat16 / float16 under autocast")
+    p.add_argument("--mode", nargs="+", choices=["infer", "train"], default=["infer"],
+                   help="infer (inference_mode forward) and/or train (forward, cross-entropy, backward, "
+                        "AdamW)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile every model (compile time reported apart)")
+    p.add_argument("--backend", nargs="+", metavar="B",
+                   help="time each Swin model once per window-attention backend (e.g. reference sdpa auto)")
+    p.add_argument("--scaling", nargs="+", type=_positive_int, metavar="S",
+                   help="instead, time each model at S×S for each S (e.g. 224 448 896): cost per pixel")
+    p.add_argument("--warmup", type=_positive_int, default=3, help="untimed steps per model (default 3)")
+    p.add_argument("--repeats", type=_positive_int, default=10, help="timed steps per model (default 10)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--json", metavar="PATH", help="also write the results, machine and versions as JSON")
+
+
+def _run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .analysis import benchmark as bm
+
+    size = _img_size(args.img_size, parser) or (224, 224)
+    if args.device is not None:
+        try:
+            dev = torch.device(args.device)
+        except RuntimeError:
+            parser.error(f"--device {args.device!r} is not a device; use cpu or cuda")
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            parser.error("--device cuda: CUDA is not available here; use --device cpu")
+    specs = []  # (label, model name, backend)
+    for name in args.models:
+        swin = not name.startswith(bm.TORCHVISION_PREFIX) and hasattr(_config_or_error(name, parser),
+                                                                      "attention_backend")
+        for backend in (args.backend or [None]) if swin else [None]:
+            specs.append((f"{name}[{backend}]" if backend else name, name, backend))
+    kw = dict(batch_size=args.batch_size, dtype=args.dtype, compile=args.compile, device=args.device)
+    env = bm.environment(args.device)
+    report = {"environment": env, "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")}}
+
+    def build(name, backend, s):
+        try:
+            return bm.build(name, img_size=s, backend=backend)
+        except ValueError as e:
+            parser.error(str(e))
+
+    if args.scaling:
+        rows = []
+        for mode in args.mode:
+            for label, name, backend in specs:
+                rows += bm.scaling(lambda s, n=name, b=backend: build(n, b, s), args.scaling, name=label,
+                                   mode=mode, warmup=args.warmup, repeats=args.repeats, **kw)
+        report["scaling"] = rows
+        print(f"{'model':<28} {'mode':<6} {'size':>9} {'ms/image':>10} {'ns/pixel':>9} {'relative':>9}")
+        for r in rows:
+            h, w = r["img_size"]
+            print(f"{r['model']:<28} {r['mode']:<6} {f'{h}×{w}':>9} {r['seconds_per_image'] * 1e3:>10.1f} "
+                  f"{r['ns_per_pixel']:>9.2f} {r['relative_cost_per_pixel']:>9.2f}")
+    else:
+        report["results"] = {}
+        for mode in args.mode:
+            steps = {label: bm.prepare(build(name, backend, size), img_size=size, mode=mode, name=label, **kw)
+                     for label, name, backend in specs}
+            results = bm.run(steps, warmup=args.warmup, repeats=args.repeats)
+            report["results"][mode] = results
+            print(_format_bench(mode, results, env))
+    if args.json:
+        try:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=2)
+                f.write("\n")
+        except OSError as e:
+            parser.error(f"cannot write --json {args.json!r}: {e.strerror}; choose a writable path")
+    return 0
+
+
+def _config_or_error(name: str, parser: argparse.ArgumentParser):
+    try:
+        return get_config(name)
+    except ValueError as e:
+        parser.error(f"{e}. Run `swinlab list` to see every registered model.")
+
+
+def _format_bench(mode: str, results: dict, env: dict) -> str:
+    first = next(iter(results.values()))
+    m = env["machine"]
+    size = "×".join(map(str, first["img_size"]))
+    lines = [f"{mode}, {first['dtype']}, batch {first['batch_size']}, {size}, {first['device']}"
+             f" ({m['gpu'] or m['cpu']}, {m['torch_threads']} threads); "
+             f"median of {first['repeats']} interleaved steps",
+             f"  {'model':<28} {'ms/step':>9} {'p10':>9} {'p90':>9} {'img/s':>8} {'vs first':>9} "
+             f"{'peak MiB':>9}"]
+    for name, r in results.items():
+        peak = f"{r['peak_memory_bytes'] / 2**20:9.0f}" if r["peak_memory_bytes"] is not None else "      n/a"
+        lines.append(f"  {name:<28} {r['median_s'] * 1e3:>9.1f} {r['p10_s'] * 1e3:>9.1f} "
+                     f"{r['p90_s'] * 1e3:>9.1f} {r['images_per_s']:>8.1f} "
+                     f"{first['median_s'] / r['median_s']:>8.2f}× {peak}")
+    return "\n".join(lines)
+
+
 # --- the parser ----------------------------------------------------------------------------------
 
 Command = tuple[Callable[[argparse.ArgumentParser], None],
@@ -358,6 +516,8 @@ _COMMANDS: dict[str, Command] = {
     "predict": (_add_predict, _run_predict, "top-k classes of image files"),
     "demo": (_add_demo, _run_demo, "train on Fashion-MNIST for a few CPU minutes and write a report"),
     "convert": (_add_convert, _run_convert, "convert a timm / torchvision / official checkpoint to swinlab"),
+    "study": (_add_study, _run_study, "train and report the ablation study (Table 4, extension, baselines)"),
+    "bench": (_add_bench, _run_bench, "time models interleaved: images/s, ratios, memory, cost per pixel"),
 }
 
 

@@ -95,3 +95,34 @@ def plot_attention(images, maps, query: tuple[int, int], patch: int, window: int
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return Path(out)
+
+
+def plot_speed_accuracy(points: list[dict], out: str | os.PathLike, title: str = "") -> Path:
+    """Top-1 against inference throughput, one marker per model with its seed spread as error bars
+    (the layout of the Swin paper's speed-accuracy comparison).
+
+    Args:
+        points: ``{"label", "group", "throughput", "acc1", "acc1_std"}`` each (accuracy in %,
+            ``acc1_std`` may be ``None``); one colour and marker per ``group``, in order of appearance.
+    """
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    styles = iter([("tab:blue", "o"), ("tab:orange", "s"), ("tab:green", "D"), ("tab:red", "^"),
+                   ("tab:purple", "v"), ("tab:brown", "P")])
+    group_style: dict[str, tuple[str, str]] = {}
+    for p in points:
+        first = p["group"] not in group_style
+        if first:
+            group_style[p["group"]] = next(styles)
+        color, marker = group_style[p["group"]]
+        ax.errorbar(p["throughput"], p["acc1"], yerr=p["acc1_std"] or 0, fmt=marker, color=color, ms=7,
+                    capsize=3, label=p["group"] if first else None)
+        ax.annotate(p["label"], (p["throughput"], p["acc1"]), textcoords="offset points", xytext=(5, 4),
+                    fontsize=7.5)
+    ax.set(xlabel="inference throughput (images/s, this CPU)", ylabel="top-1 accuracy (%)",
+           title=title or "speed vs. accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return Path(out)

@@ -155,6 +155,25 @@ def demo(smoke: bool = False) -> TrainConfig:
                           smoke=True) if smoke else config
 
 
+def ablations(smoke: bool = False) -> TrainConfig:
+    """The shared schedule of ``swinlab study ablations`` (every variant, baseline and seed runs it).
+
+    A reduced CPU schedule, sized so that 14 variants × 2 seeds take about 30-40 minutes at one
+    torch thread on a 2-core CPU shared with other jobs (``--threads 1``): one epoch over 4,000
+    Fashion-MNIST training images in batches of 32 (125 steps; peak lr 1e-3 = base 1.6e-2 × 32/512,
+    10% warmup, cosine), validated on 250 held-out images, tested on the first 1,000 test images;
+    no augmentation, no stochastic depth (the demo recipe's choices for short runs). The models are
+    far from converged (about 65-75% top-1 where the 100-epoch recipe reaches 93-94%): it ranks the
+    switches only coarsely, under this budget.
+    ``smoke``: 64 synthetic images, seconds.
+    """
+    config = demo().replace(name="ablations", epochs=1, batch_size=32, base_lr=1.6e-2, warmup_epochs=0.1,
+                            train_limit=4000, val_size=250, test_limit=1000, val_check_interval=1.0,
+                            progress_bar=False, log_every_n_steps=10)
+    return config.replace(data="synthetic", synthetic_size=64, train_limit=None, test_limit=None, val_size=16,
+                          batch_size=16, log_every_n_steps=1, smoke=True) if smoke else config
+
+
 def synthetic(smoke: bool = True) -> TrainConfig:
     """swin_pico on the synthetic patterns (seconds on a CPU): the CI smoke recipe."""
     return _smoke(TrainConfig(name="synthetic", base_lr=0.064, warmup_epochs=0.2, augment=False,
@@ -165,6 +184,7 @@ RECIPES: dict[str, Callable[..., TrainConfig]] = {
     "swin-imagenet": swin_imagenet,
     "fashion-mnist": fashion_mnist,
     "demo": demo,
+    "ablations": ablations,
     "synthetic": synthetic,
 }
 
