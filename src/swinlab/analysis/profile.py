@@ -29,8 +29,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from ..layers import WindowAttention
-from ..layers.global_context import CrossAttention
+from ..layers import CrossAttention, WindowAttention
 from ..layers.windows import Pair
 
 # Kernels FlopCounterMode does not price by itself: the fused CPU attention SDPA dispatches to.

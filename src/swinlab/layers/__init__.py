@@ -1,6 +1,6 @@
 """Building blocks shared by every model family: one concept per file."""
 
-from .attention import Attention, WindowAttention
+from .attention import Attention, CrossAttention, WindowAttention
 from .mlp import DropPath, Mlp
 from .patch import PatchEmbed, PatchMerging
 from .position import AbsolutePositionEmbedding, RelativePositionBias
@@ -8,6 +8,7 @@ from .position import AbsolutePositionEmbedding, RelativePositionBias
 __all__ = [
     "AbsolutePositionEmbedding",
     "Attention",
+    "CrossAttention",
     "DropPath",
     "Mlp",
     "PatchEmbed",

@@ -6,6 +6,8 @@
 * :class:`Attention` - global multi-head self-attention over a token sequence, ``Softmax(QKᵀ/√d)V``
   (Vaswani et al., 2017; as used by ViT, Dosovitskiy et al., 2021, Eq. 2-4), computed by
   :func:`torch.nn.functional.scaled_dot_product_attention`.
+* :class:`CrossAttention` - queries of one token set attending to a separate context (the
+  cross-stage global context of :mod:`swinlab.layers.global_context`).
 """
 
 from __future__ import annotations
@@ -139,3 +141,25 @@ class Attention(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, heads={self.num_heads}"
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of queries ``(B, N, C_q)`` to a separate context ``(B, K, C_kv)``."""
+
+    def __init__(self, *, dim: int, context_dim: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(context_dim, 2 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        h, d = self.num_heads, c // self.num_heads
+        q = self.q(x).view(b, n, h, d).transpose(1, 2)  # (B, h, N, d)
+        k, v = self.kv(context).view(b, -1, 2, h, d).permute(2, 0, 3, 1, 4).unbind(0)  # 2 × (B, h, K, d)
+        attn = ((q * d**-0.5) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, N, K)
+        out = (attn @ v).transpose(1, 2).reshape(b, n, c)  # (B, N, C)
+        return self.proj(out)

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import CrossAttention
+
 FUSIONS = ("add", "max", "concat")
 SAMPLERS = ("random", "grid", "pool")
 
@@ -93,28 +95,6 @@ def sample_tokens(x: torch.Tensor, k: int, sampler: str, training: bool) -> torc
     rows = ((torch.arange(gh, device=x.device) + 0.5) * h / gh).long()  # cell centres
     cols = ((torch.arange(gw, device=x.device) + 0.5) * w / gw).long()
     return x[:, rows][:, :, cols].reshape(b, gh * gw, c)  # (B, gh*gw, C)
-
-
-class CrossAttention(nn.Module):
-    """Multi-head attention of queries ``(B, N, C_q)`` to a separate context ``(B, K, C_kv)``."""
-
-    def __init__(self, *, dim: int, context_dim: int, num_heads: int, qkv_bias: bool = True):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.kv = nn.Linear(context_dim, 2 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        h, d = self.num_heads, c // self.num_heads
-        q = self.q(x).view(b, n, h, d).transpose(1, 2)  # (B, h, N, d)
-        k, v = self.kv(context).view(b, -1, 2, h, d).permute(2, 0, 3, 1, 4).unbind(0)  # 2 × (B, h, K, d)
-        attn = ((q * d**-0.5) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, N, K)
-        out = (attn @ v).transpose(1, 2).reshape(b, n, c)  # (B, N, C)
-        return self.proj(out)
 
 
 class GlobalContextFusion(nn.Module):
