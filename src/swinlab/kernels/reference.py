@@ -73,11 +73,16 @@ def window_attention(
     Returns:
         ``(B, H, W, C)`` attention output, un-shifted, before the output projection.
     """
+    return on_whole_map(attend_windows, qkv, num_heads=num_heads, window=window, shift=shift, table=table,
+                        table_window=table_window, mask_shifted=mask_shifted, use_qk=use_qk, scale=scale)
+
+
+def on_whole_map(attend, qkv: torch.Tensor, *, window: Pair, shift: Pair, **kwargs) -> torch.Tensor:
+    """Run a windowed attention core ``attend`` (signature of :func:`attend_windows`) on a whole map:
+    roll ``(B, H, W, 3C)`` by ``-shift``, partition, attend, reverse, roll back → ``(B, H, W, C)``."""
     b, h, w, _ = qkv.shape
     x = window_partition(cyclic_shift(qkv, shift), window)  # (B*nW, N, 3C)
-    out = attend_windows(x, batch=b, map_size=(h, w), num_heads=num_heads, window=window, shift=shift,
-                         table=table, table_window=table_window, mask_shifted=mask_shifted, use_qk=use_qk,
-                         scale=scale)  # (B*nW, N, C)
+    out = attend(x, batch=b, map_size=(h, w), window=window, shift=shift, **kwargs)  # (B*nW, N, C)
     return cyclic_shift(window_reverse(out, window, (h, w)), shift, reverse=True)  # (B, H, W, C)
 
 

@@ -17,8 +17,8 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from ..layers.windows import Pair, cyclic_shift, window_partition, window_reverse
-from .reference import _mask, relative_bias
+from ..layers.windows import Pair
+from .reference import _mask, on_whole_map, relative_bias
 
 # Inference cache of merged bias+mask per table tensor, keyed by the table's version. Tables are held
 # weakly (an entry dies with its table; a new tensor with a recycled id never sees a stale bias).
@@ -60,25 +60,9 @@ def _merged_bias(table, window, table_window, mask_key, dtype) -> torch.Tensor |
     return bias
 
 
-def window_attention(
-    qkv: torch.Tensor,
-    *,
-    num_heads: int,
-    window: Pair,
-    shift: Pair,
-    table: torch.Tensor | None,
-    table_window: Pair,
-    mask_shifted: bool = True,
-    use_qk: bool = True,
-    scale: float,
-) -> torch.Tensor:
-    """See :func:`swinlab.kernels.reference.window_attention`."""
-    b, h, w, _ = qkv.shape
-    x = window_partition(cyclic_shift(qkv, shift), window)  # (B*nW, N, 3C)
-    out = attend_windows(x, batch=b, map_size=(h, w), num_heads=num_heads, window=window, shift=shift,
-                         table=table, table_window=table_window, mask_shifted=mask_shifted, use_qk=use_qk,
-                         scale=scale)  # (B*nW, N, C)
-    return cyclic_shift(window_reverse(out, window, (h, w)), shift, reverse=True)  # (B, H, W, C)
+def window_attention(qkv: torch.Tensor, **kwargs) -> torch.Tensor:
+    """See :func:`swinlab.kernels.reference.window_attention` (same keyword arguments)."""
+    return on_whole_map(attend_windows, qkv, **kwargs)
 
 
 def attend_windows(
