@@ -30,6 +30,13 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
 
 
+def drop_path_rates(rate: float, n: int) -> list[float]:
+    """Stochastic-depth rates of ``n`` blocks rising linearly from 0 to ``rate``.
+
+    A plain list, built on the CPU, so that it works under ``with torch.device("meta")`` too."""
+    return torch.linspace(0, rate, n, device="cpu").tolist()
+
+
 class DropPath(nn.Module):
     """Stochastic depth (Huang et al., 2016) applied per sample to a residual branch."""
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..layers import DropPath, Mlp, PatchEmbed
 from ..layers.init import init_weights
+from ..layers.mlp import drop_path_rates
 from ..layers.windows import Pair
 from .config import ConfigMixin, to_pair
 from .registry import register
@@ -106,8 +107,7 @@ class MlpMixer(nn.Module):
         c = config.embed_dim
         self.stem = PatchEmbed(patch_size=config.patch_size, in_chans=config.in_chans, embed_dim=c,
                                norm=False)
-        # device="cpu": a list of rates, also when the model is built under `with torch.device("meta")`
-        dpr = torch.linspace(0, config.drop_path_rate, config.depth, device="cpu").tolist()
+        dpr = drop_path_rates(config.drop_path_rate, config.depth)
         self.blocks = nn.Sequential(*[
             MixerBlock(dim=c, num_tokens=config.num_patches, token_mlp_dim=config.token_mlp_dim,
                        channel_mlp_dim=config.channel_mlp_dim, drop_path=dpr[i])

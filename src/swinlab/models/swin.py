@@ -33,6 +33,7 @@ from ..layers import (
 )
 from ..layers.global_context import GlobalContextConfig, GlobalContextFusion
 from ..layers.init import init_weights
+from ..layers.mlp import drop_path_rates
 from ..layers.windows import Pair
 from .config import ConfigMixin, to_pair
 from .registry import register
@@ -146,8 +147,7 @@ class SwinTransformer(nn.Module):
         grid = (-(-config.img_size[0] // config.patch_size), -(-config.img_size[1] // config.patch_size))
         self.abs_pos = (AbsolutePositionEmbedding(grid_size=grid, dim=c)
                         if config.position in ("abs", "abs+rel") else None)
-        # device="cpu": a list of rates, also when the model is built under `with torch.device("meta")`
-        dpr = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
+        dpr = drop_path_rates(config.drop_path_rate, sum(config.depths))
         stages, start = [], 0
         for i, (depth, heads) in enumerate(zip(config.depths, config.num_heads, strict=True)):
             in_dim = c * 2 ** max(i - 1, 0)

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..layers import AbsolutePositionEmbedding, Attention, DropPath, Mlp, PatchEmbed
 from ..layers.init import init_weights
+from ..layers.mlp import drop_path_rates
 from ..layers.windows import Pair
 from .config import ConfigMixin, to_pair
 from .registry import register
@@ -108,8 +109,7 @@ class VisionTransformer(nn.Module):
             nn.init.trunc_normal_(self.cls_pos, std=0.02)
         else:
             self.cls_token = self.cls_pos = None
-        # device="cpu": a list of rates, also when the model is built under `with torch.device("meta")`
-        dpr = torch.linspace(0, config.drop_path_rate, config.depth, device="cpu").tolist()
+        dpr = drop_path_rates(config.drop_path_rate, config.depth)
         self.blocks = nn.Sequential(*[
             ViTBlock(dim=c, num_heads=config.num_heads, mlp_ratio=config.mlp_ratio,
                      qkv_bias=config.qkv_bias, drop_path=dpr[i])
