@@ -1,5 +1,6 @@
 """Numerical parity with the Swin implementations users already trust (timm, torchvision, and the
-official checkpoint layout): random weights, converted into swinlab, float32, max |Δ| ≤ 1e-4."""
+official checkpoint layout): random weights, converted into swinlab, float32,
+max |Δ| ≤ max(1e-4, 5e-6 · max |reference|)."""
 
 import re
 
@@ -13,7 +14,16 @@ from swinlab.weights import convert, load_state_dict
 timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")
 
+# float32 rounding: the randomized weights give stage maps of magnitude ~50, where GEMMs that sum in a
+# different order (swinlab's oneDNN, the peers' MKL) differ by ~2e-6 of the magnitude; torchvision's own
+# float32 swin_t is 8.7e-5 from its float64 value on such a map. Every ablation switch moves the
+# logits by > 1e-2 and the maps by > 1, far above this.
 TOL = 1e-4
+RTOL = 5e-6
+
+
+def _tol(ref: torch.Tensor) -> float:
+    return max(TOL, RTOL * ref.abs().max().item())
 
 TIMM = {  # swinlab name -> timm name
     "swin_t": "swin_tiny_patch4_window7_224",
@@ -37,12 +47,12 @@ def _compare(ours, theirs_logits, theirs_maps, x):
         maps = ours.forward_intermediates(x)
     assert logits.shape == theirs_logits.shape
     err = (logits - theirs_logits).abs().max().item()
-    assert err <= TOL, f"max |Δlogits| = {err:.3g}"
+    assert err <= _tol(theirs_logits), f"max |Δlogits| = {err:.3g}"
     assert len(maps) == len(theirs_maps)
     for i, (a, b) in enumerate(zip(maps, theirs_maps, strict=True)):
         assert a.shape == b.shape, f"stage {i}: {tuple(a.shape)} vs {tuple(b.shape)}"
         err = (a - b).abs().max().item()
-        assert err <= TOL, f"stage {i}: max |Δ| = {err:.3g}"
+        assert err <= _tol(b), f"stage {i}: max |Δ| = {err:.3g} (magnitude {b.abs().max().item():.3g})"
     return logits
 
 

@@ -32,11 +32,23 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from ..layers import CrossAttention, WindowAttention
 from ..layers.windows import Pair
 
-# Kernels FlopCounterMode does not price by itself: the fused CPU attention SDPA dispatches to.
+
+def _linear_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """2·M·K·N for ``x (..., K) @ weight (N, K)ᵀ`` (FlopCounterMode passes shapes). The default
+    overload is ``(X, W, B, attr, scalars, algorithm)``, ``.binary`` is ``(X, other, W, B, attr)``."""
+    if len(args) == 3:  # .binary: the second operand is the residual, the weight comes next
+        w_shape = args[0]
+    return 2 * math.prod(x_shape) * w_shape[0]
+
+
+# Kernels FlopCounterMode does not price by itself: the fused CPU attention SDPA dispatches to, and
+# oneDNN's linear layers (swinlab.kernels.linear).
 _EXTRA_FLOPS = {}
 if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
     _EXTRA_FLOPS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = (
         lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v))
+if hasattr(torch.ops, "mkldnn") and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+    _EXTRA_FLOPS[torch.ops.mkldnn._linear_pointwise] = _linear_flops  # keyed by packet: both overloads
 
 
 def profile(model: nn.Module, img_size: int | Pair | None = None, batch_size: int = 1, *,

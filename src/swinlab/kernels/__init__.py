@@ -7,9 +7,10 @@ signature of :func:`swinlab.kernels.reference.attend_windows`); the model then r
 the C-wide tokens before the q, k, v projection, a third of the bytes of doing it to ``qkv``.
 Fused kernels that do the shift and partition by index (``"triton"``) take the whole map only.
 
-``"auto"`` decides on every call from the tensors' device (see :func:`select_backend`), so a model
-moved between devices never runs a backend that fails there: ``"reference"`` on CPU (measured the
-fastest there: ``benchmarks/results/``), ``"sdpa"`` on CUDA (PyTorch's fused attention with a bias).
+``"auto"`` decides on every call from the tensors' device and whether a gradient is needed (see
+:func:`select_backend`), so a model moved between devices never runs a backend that fails there:
+``"sdpa"`` on CUDA and in CPU inference, ``"reference"`` in CPU training (each measured the fastest
+there: ``benchmarks/results/``).
 The fused ``"triton"`` backend is registered when ``triton`` is installed; it takes CUDA tensors
 (CPU ones too under ``TRITON_INTERPRET=1``, for tests), see :func:`backend_devices`. ``auto`` does
 not choose it until it has been measured faster on a GPU; select it by name.
@@ -70,28 +71,38 @@ def available_backends() -> list[str]:
     return sorted(_BACKENDS)
 
 
-def select_backend(device: torch.device | str, dtype: torch.dtype = torch.float32) -> str:
-    """The backend ``"auto"`` runs for tensors on ``device`` (of ``dtype``).
+def select_backend(device: torch.device | str, dtype: torch.dtype = torch.float32,
+                   requires_grad: bool = False) -> str:
+    """The backend ``"auto"`` runs for tensors on ``device`` (of ``dtype``; ``requires_grad``: a
+    gradient will be taken through it).
 
-    CPU: ``"reference"``: PyTorch's fused CPU attention (what ``"sdpa"`` dispatches to) is slower
-    than matmul + softmax + matmul on 49-token windows: 7-18% on one attention layer, 5% on the
-    whole Swin-T in inference (``benchmarks/results/cpu_swin_t_b8_224_float32_infer.json``, 2-core
-    AMD EPYC, float32; bfloat16 not measured yet). CUDA and other devices: ``"sdpa"`` (memory-
-    efficient attention with the merged bias), which takes any device; not yet measured against
-    ``"triton"`` on a GPU.
+    CPU inference: ``"sdpa"`` (PyTorch's fused CPU attention with the merged bias+mask, 4-D):
+    Swin-T ×1.11 faster than ``"reference"`` at batch 8, float32, one thread. CPU training:
+    ``"reference"``: with a learned bias that needs its gradient SDPA's CPU backward is no faster, and
+    the whole training step was ×1.13 slower with it (``benchmarks/results/README.md``, 2-core AMD
+    EPYC). CUDA and other devices: ``"sdpa"`` (memory-efficient attention with the merged bias);
+    not yet measured against ``"triton"`` on a GPU.
     """
     del dtype  # the choice does not depend on it yet; kept so callers need not change when it does
-    return "reference" if torch.device(device).type == "cpu" else "sdpa"
+    if torch.device(device).type == "cpu" and requires_grad:
+        return "reference"
+    return "sdpa"
+
+
+def _needs_grad(qkv: torch.Tensor, table: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and (qkv.requires_grad or (table is not None and table.requires_grad))
 
 
 def _auto(qkv: torch.Tensor, **kwargs) -> torch.Tensor:
     """``"auto"`` on the whole map: the backend of :func:`select_backend` for ``qkv``."""
-    return _BACKENDS[select_backend(qkv.device, qkv.dtype)](qkv, **kwargs)
+    name = select_backend(qkv.device, qkv.dtype, _needs_grad(qkv, kwargs.get("table")))
+    return _BACKENDS[name](qkv, **kwargs)
 
 
 def _auto_windows(qkv: torch.Tensor, **kwargs) -> torch.Tensor:
     """``"auto"`` on partitioned windows: the backend of :func:`select_backend` for ``qkv``."""
-    return _WINDOWED[select_backend(qkv.device, qkv.dtype)](qkv, **kwargs)
+    name = select_backend(qkv.device, qkv.dtype, _needs_grad(qkv, kwargs.get("table")))
+    return _WINDOWED[name](qkv, **kwargs)
 
 
 def get_window_attention(name: str = "auto") -> WindowAttentionFn:

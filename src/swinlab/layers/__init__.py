@@ -1,6 +1,7 @@
 """Building blocks shared by every model family: one concept per file."""
 
 from .attention import Attention, CrossAttention, WindowAttention
+from .linear import Linear
 from .mlp import DropPath, Mlp
 from .patch import PatchEmbed, PatchMerging
 from .position import AbsolutePositionEmbedding, RelativePositionBias
@@ -10,6 +11,7 @@ __all__ = [
     "Attention",
     "CrossAttention",
     "DropPath",
+    "Linear",
     "Mlp",
     "PatchEmbed",
     "PatchMerging",

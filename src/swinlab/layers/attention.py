@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import get_window_attention, get_windows_attention
+from .linear import Linear
 from .position import RelativePositionBias
 from .windows import Pair, cyclic_shift, fit_window, pad_to_windows, window_partition, window_reverse
 
@@ -54,8 +55,8 @@ class WindowAttention(nn.Module):
         self.backend = backend
         self._attend = get_window_attention(backend)
         self._attend_windows = get_windows_attention(backend)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
         self.rel_pos = RelativePositionBias(window_size=window_size, num_heads=num_heads) if rel_pos else None
 
     def set_backend(self, backend: str) -> None:
@@ -126,8 +127,8 @@ class Attention(nn.Module):
         self.dim = dim
         self.num_heads = num_heads
         self.attn_drop = attn_drop
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,9 +152,9 @@ class CrossAttention(nn.Module):
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.kv = nn.Linear(context_dim, 2 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.q = Linear(dim, dim, bias=qkv_bias)
+        self.kv = Linear(context_dim, 2 * dim, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import CrossAttention
+from .linear import Linear
 
 FUSIONS = ("add", "max", "concat")
 SAMPLERS = ("random", "grid", "pool")
@@ -116,7 +117,7 @@ class GlobalContextFusion(nn.Module):
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(context_dim)
         self.attn = CrossAttention(dim=dim, context_dim=context_dim, num_heads=num_heads)
-        self.fuse = nn.Linear(2 * dim, dim) if fusion == "concat" else None
+        self.fuse = Linear(2 * dim, dim) if fusion == "concat" else None
 
     def reset_fusion(self) -> None:
         """Start ``concat`` as the identity on ``y`` plus a small term in the context, so that

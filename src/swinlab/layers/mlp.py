@@ -5,20 +5,44 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..kernels.linear import linear
+from .linear import Linear
+
 
 class Mlp(nn.Module):
-    """Two linear layers with a GELU between them: ``C → hidden → C`` on the last axis."""
+    """Two linear layers with a GELU between them: ``C → hidden → C`` on the last axis.
+
+    With the default exact GELU the first layer and the activation are one call of
+    :func:`swinlab.kernels.linear.linear` (fused into the GEMM on the CPU in inference), and
+    ``forward(x, residual=r)`` returns ``r + mlp(x)`` with the add fused into the second GEMM.
+    """
 
     def __init__(self, *, in_features: int, hidden_features: int, out_features: int | None = None,
                  drop: float = 0.0, act_layer: type[nn.Module] = nn.GELU):
         super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.fc1 = Linear(in_features, hidden_features)
         self.act = act_layer()
-        self.fc2 = nn.Linear(hidden_features, out_features or in_features)
+        self.fc2 = Linear(hidden_features, out_features or in_features)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``(..., C)`` → ``(..., C_out)``; plus ``residual`` (same shape as the output) when given."""
+        if type(self.act) is nn.GELU and self.act.approximate == "none":
+            h = linear(x, self.fc1.weight, self.fc1.bias, activation="gelu")  # (..., hidden)
+        else:
+            h = self.act(self.fc1(x))
+        h = self.drop(h)
+        if residual is not None and not (self.training and self.drop.p > 0):
+            return self.fc2(h, residual=residual)
+        out = self.drop(self.fc2(h))
+        return out if residual is None else residual + out
+
+
+def residual_mlp(mlp: Mlp, h: torch.Tensor, x: torch.Tensor, drop_path: DropPath) -> torch.Tensor:
+    """``x + drop_path(mlp(h))``, the residual add fused into the MLP where stochastic depth is off."""
+    if drop_path.p == 0.0 or not drop_path.training:
+        return mlp(h, residual=x)
+    return x + drop_path(mlp(h))
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

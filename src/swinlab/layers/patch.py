@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import Linear
+
 
 class PatchEmbed(nn.Module):
     """Split the image into non-overlapping P×P patches and project each to ``embed_dim``.
@@ -53,7 +55,7 @@ class PatchMerging(nn.Module):
         super().__init__()
         self.dim = dim
         self.norm = nn.LayerNorm(4 * dim)
-        self.reduction = nn.Linear(4 * dim, out_dim or 2 * dim, bias=False)
+        self.reduction = Linear(4 * dim, out_dim or 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape

@@ -33,7 +33,8 @@ from ..layers import (
 )
 from ..layers.global_context import GlobalContextConfig, GlobalContextFusion
 from ..layers.init import init_weights
-from ..layers.mlp import drop_path_rates
+from ..layers.linear import Linear
+from ..layers.mlp import drop_path_rates, residual_mlp
 from ..layers.windows import Pair
 from .config import ConfigMixin, to_pair
 from .registry import register
@@ -108,7 +109,7 @@ class SwinBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path1(self.attn(self.norm1(x)))  # (B, H, W, C)
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+        return residual_mlp(self.mlp, self.norm2(x), x, self.drop_path2)  # x + drop_path(MLP(LN(x)))
 
 
 class SwinStage(nn.Module):
@@ -166,7 +167,7 @@ class SwinTransformer(nn.Module):
         self.num_features = config.num_features
         self.norm = nn.LayerNorm(self.num_features)
         self.head_drop = nn.Dropout(config.drop_rate)
-        self.head = nn.Linear(self.num_features, config.num_classes) if config.num_classes else nn.Identity()
+        self.head = Linear(self.num_features, config.num_classes) if config.num_classes else nn.Identity()
         self.apply(init_weights)
         for fusion in self.global_context or []:
             fusion.reset_fusion()
@@ -212,7 +213,7 @@ class SwinTransformer(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head with a fresh one for ``num_classes`` (0: no head)."""
         self.config = self.config.replace(num_classes=num_classes)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.head = Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         if num_classes:
             init_weights(self.head)
 

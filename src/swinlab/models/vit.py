@@ -25,7 +25,8 @@ from torch import nn
 
 from ..layers import AbsolutePositionEmbedding, Attention, DropPath, Mlp, PatchEmbed
 from ..layers.init import init_weights
-from ..layers.mlp import drop_path_rates
+from ..layers.linear import Linear
+from ..layers.mlp import drop_path_rates, residual_mlp
 from ..layers.windows import Pair
 from .config import ConfigMixin, to_pair
 from .registry import register
@@ -88,7 +89,7 @@ class ViTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path1(self.attn(self.norm1(x)))  # (B, N, C)
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+        return residual_mlp(self.mlp, self.norm2(x), x, self.drop_path2)  # x + drop_path(MLP(LN(x)))
 
 
 class VisionTransformer(nn.Module):
@@ -118,7 +119,7 @@ class VisionTransformer(nn.Module):
         self.num_features = c
         self.norm = nn.LayerNorm(c, eps=LN_EPS)
         self.head_drop = nn.Dropout(config.drop_rate)
-        self.head = nn.Linear(c, config.num_classes) if config.num_classes else nn.Identity()
+        self.head = Linear(c, config.num_classes) if config.num_classes else nn.Identity()
         self.apply(init_weights)
 
     # --- the classifier API shared by every family -------------------------------------------
@@ -150,7 +151,7 @@ class VisionTransformer(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head with a fresh one for ``num_classes`` (0: no head)."""
         self.config = self.config.replace(num_classes=num_classes)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.head = Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         if num_classes:
             init_weights(self.head)
 
