@@ -1,6 +1,8 @@
 """The linear-layer backends (swinlab.kernels.linear): oneDNN equals torch's F.linear, forward and
 gradients, with and without the fused GELU / residual add; the selection rule; the models use it."""
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -74,6 +76,16 @@ def test_onednn_gradients_equal_float64(fuse):
     expected = torch.autograd.grad(ref, wide, grad.double())
     for name, a, e in zip(["x", "w", "b", "residual"], got, expected, strict=False):
         torch.testing.assert_close(a.double(), e, rtol=1e-5, atol=1e-5, msg=name)
+
+
+@needs_onednn
+def test_onednn_takes_transposed_operands_of_many_shapes():
+    # the weight gradient hands oneDNN dyᵀ and xᵀ as column-major views: check them over shapes
+    for m, k, n in itertools.product([1, 7, 50, 197], [1, 3, 24, 100], [1, 10, 96]):
+        g, x = torch.randn(m, n), torch.randn(m, k)
+        got = lin._onednn(g.t(), x.t(), None)
+        torch.testing.assert_close(got.double(), g.double().t() @ x.double(), rtol=1e-5, atol=1e-4,
+                                   msg=f"{(m, k, n)}")
 
 
 @needs_onednn

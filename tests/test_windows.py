@@ -11,6 +11,8 @@ from swinlab.layers.windows import (
     pad_to_windows,
     region_ids,
     relative_position_index,
+    reverse_unshift,
+    shift_partition,
     shifted_window_mask,
     window_partition,
     window_reverse,
@@ -28,6 +30,29 @@ def test_partition_reverse_are_inverse(dims, c):
     win = window_partition(x, (mh, mw))
     assert win.shape == (b * nh * nw, mh * mw, c)
     assert torch.equal(window_reverse(win, (mh, mw), (nh * mh, nw * mw)), x)
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes, st.integers(0, 4), st.integers(0, 4))
+def test_one_gather_shift_partition_equals_roll_then_partition(dims, sh, sw):
+    b, nh, nw, mh, mw = dims
+    shift = (sh % mh, sw % mw)
+    x = torch.randn(b, nh * mh, nw * mw, 3, dtype=torch.float64, requires_grad=True)
+    fast = shift_partition(x, (mh, mw), shift)
+    slow = window_partition(cyclic_shift(x, shift), (mh, mw))
+    assert torch.equal(fast, slow)
+    back = reverse_unshift(fast, (mh, mw), shift, (nh * mh, nw * mw))
+    size = (nh * mh, nw * mw)
+    assert torch.equal(back, cyclic_shift(window_reverse(slow, (mh, mw), size), shift, reverse=True))
+    assert torch.equal(back, x)
+    g = torch.randn_like(fast)
+    assert torch.equal(torch.autograd.grad(fast, x, g)[0], torch.autograd.grad(slow, x, g)[0])
+    w = torch.randn_like(fast, requires_grad=True)
+    gx = torch.randn_like(x)
+    (a,) = torch.autograd.grad(reverse_unshift(w, (mh, mw), shift, (nh * mh, nw * mw)), w, gx)
+    (e,) = torch.autograd.grad(cyclic_shift(window_reverse(w, (mh, mw), (nh * mh, nw * mw)), shift,
+                                            reverse=True), w, gx)
+    assert torch.equal(a, e)
 
 
 def test_partition_takes_contiguous_windows_row_major():

@@ -17,8 +17,8 @@ removes a full read and write of the MLP's 4C-wide hidden tensor (GELU: 7% of Sw
 Backends, chosen with :func:`use_backend` (a context manager) or :func:`set_backend`:
 
 * ``"torch"``: :func:`torch.nn.functional.linear` then the activation / add, on any device;
-* ``"onednn"``: oneDNN, CPU float32 only, with its own backward (:class:`_OneDNNLinear`: the input
-  gradient is a oneDNN GEMM too), so training gains as well;
+* ``"onednn"``: oneDNN, CPU float32 only, with its own backward (:class:`_OneDNNLinear`: both
+  gradients are oneDNN GEMMs too), so training gains as well;
 * ``"auto"`` (default): ``"onednn"`` for float32 CPU tensors on x86-64 where torch was built with
   oneDNN and outside ``torch.compile`` (inductor cannot lower the op with weights that are graph
   inputs; it fuses the torch form itself), ``"torch"`` everywhere else (CUDA: cuBLAS(Lt) already
@@ -100,16 +100,14 @@ def select_backend(x: torch.Tensor) -> str:
 
 def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, attr: str = "none",
             algorithm: str = "") -> torch.Tensor:
-    """``x Wᵀ + b`` (then the post-op ``attr``) by oneDNN; ``x`` of any rank. Operands are made
-    contiguous: oneDNN's inner product rejects some transposed layouts (e.g. a (30, 24) view of a
-    (24, 30) tensor) where it takes others, so no strided operand is ever handed to it."""
-    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight.contiguous(), bias, attr, [], algorithm)
+    """``x Wᵀ + b`` (then the post-op ``attr``) by oneDNN; ``x`` of any rank, either operand may be
+    transposed (column-major: checked against float64 over 336 shapes, ``tests/test_linear.py``)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [], algorithm)
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """``x Wᵀ + b`` by oneDNN with its backward: ``dx = dy W`` by oneDNN, ``dW = dyᵀ x`` by torch's
-    matmul (BLAS takes the transposed operands as they are; oneDNN would need both copied
-    contiguous, which made it slower on some of Swin-T's shapes), ``db = Σ dy``."""
+    """``x Wᵀ + b`` by oneDNN, forward and backward: ``dx = dy W`` and ``dW = dyᵀ x`` are oneDNN GEMMs
+    too (``dyᵀ`` and ``xᵀ`` handed over as transposed views, no copies), ``db = Σ dy``."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
@@ -126,7 +124,13 @@ class _OneDNNLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             dx = _onednn(dy2, weight.t().contiguous(), None).view(x.shape)  # (M, K): dy W
         if ctx.needs_input_grad[1]:
-            dw = dy2.t() @ x.reshape(-1, x.shape[-1])  # (N, K): dyᵀ x
+            x2 = x.reshape(-1, x.shape[-1])  # (M, K)
+            # oneDNN copies its first operand when it is a transposed view (the second it reorders
+            # anyway): transpose the narrower of dy and x, i.e. compute dWᵀ = xᵀ dy when K < N.
+            if x2.shape[1] < dy2.shape[1]:
+                dw = _onednn(x2.t(), dy2.t(), None).t().contiguous()  # (K, N) → (N, K)
+            else:
+                dw = _onednn(dy2.t(), x2.t(), None)  # (N, K): dyᵀ x
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = dy2.sum(0)
         return dx, dw, db

@@ -19,7 +19,7 @@ from torch import nn
 from ..kernels import get_window_attention, get_windows_attention
 from .linear import Linear
 from .position import RelativePositionBias
-from .windows import Pair, cyclic_shift, fit_window, pad_to_windows, window_partition, window_reverse
+from .windows import Pair, fit_window, pad_to_windows, reverse_unshift, shift_partition
 
 
 class WindowAttention(nn.Module):
@@ -79,15 +79,15 @@ class WindowAttention(nn.Module):
             # Roll and partition the C-wide tokens, not the 3C-wide qkv (a third of the bytes); the
             # per-token projections commute with the permutation, so qkv and proj run on windows.
             b, hp, wp, _ = x.shape
-            windows = window_partition(cyclic_shift(x, shift), window)  # (B*nW, N, C)
+            windows = shift_partition(x, window, shift)  # (B*nW, N, C): roll + partition, one gather
             out = self._attend_windows(
                 self.qkv(windows),  # (B*nW, N, 3C)
                 batch=b, map_size=(hp, wp), num_heads=self.num_heads, window=window, shift=shift,
                 table=table, table_window=self.window_size, mask_shifted=self.mask_shifted,
                 use_qk=self.use_qk, scale=self.scale,
             )  # (B*nW, N, C)
-            out = window_reverse(self.proj(out), window, (hp, wp))  # (B, Hp, Wp, C)
-            return cyclic_shift(out, shift, reverse=True)[:, :h, :w]  # (B, H, W, C)
+            out = reverse_unshift(self.proj(out), window, shift, (hp, wp))  # (B, Hp, Wp, C)
+            return out[:, :h, :w]  # (B, H, W, C)
         out = self._attend(
             self.qkv(x),  # (B, Hp, Wp, 3C)
             num_heads=self.num_heads,

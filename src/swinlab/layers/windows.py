@@ -7,6 +7,8 @@ so each can be tested on its own:
 * :func:`pad_to_windows` - zero padding of the bottom/right edge to a multiple of the window;
 * :func:`cyclic_shift` - the roll by ``-shift`` (and back, with ``reverse=True``);
 * :func:`window_partition` / :func:`window_reverse` - map ⇄ stacked non-overlapping windows;
+* :func:`shift_partition` / :func:`reverse_unshift` - the roll and the partition (and back) as one
+  gather each, by the token permutation of :func:`window_order`;
 * :func:`region_ids` / :func:`shifted_window_mask` - which tokens of a shifted window came from
   different regions of the map and so must not attend to each other (Fig. 4 of the paper);
 * :func:`relative_position_index` - index of the ``(2M-1)²`` bias table for every token pair.
@@ -82,6 +84,81 @@ def window_reverse(windows: torch.Tensor, window: Pair, map_size: Pair) -> torch
     c = windows.shape[-1]
     x = windows.view(-1, h // mh, w // mw, mh, mw, c)  # (B, H/Mh, W/Mw, Mh, Mw, C)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)  # (B, H, W, C)
+
+
+def window_order(map_size: Pair, window: Pair, shift: Pair,
+                 device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The token permutation of "roll by ``-shift``, then partition": ``(order, inverse)``, each ``(H*W,)``.
+
+    ``x.flatten(1, 2)[:, order].view(-1, Mh*Mw, C)`` equals
+    ``window_partition(cyclic_shift(x, shift), window)`` and ``inverse`` undoes it, so the shift and
+    the partition (and their reverse) are one gather each instead of two copies. ``map_size`` is the
+    padded size (multiples of the window). Cached per geometry in eager mode.
+    """
+    if torch.compiler.is_compiling():  # no Python cache under dynamo: built in the graph, folded to a constant
+        order, inverse = _window_order(tuple(map_size), tuple(window), tuple(shift))
+    else:
+        order, inverse = _window_order_cached(tuple(map_size), tuple(window), tuple(shift))
+    return order.to(device), inverse.to(device)
+
+
+def _window_order(map_size: Pair, window: Pair, shift: Pair) -> tuple[torch.Tensor, torch.Tensor]:
+    h, w = map_size
+    tokens = torch.arange(h * w).view(1, h, w, 1)  # each token's flat position
+    order = window_partition(cyclic_shift(tokens, shift), window).reshape(-1)  # (H*W,)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(h * w)
+    return order, inverse
+
+
+@lru_cache(maxsize=128)
+@torch.inference_mode(False)  # a cached tensor made under inference_mode could not be used in training
+def _window_order_cached(map_size: Pair, window: Pair, shift: Pair) -> tuple[torch.Tensor, torch.Tensor]:
+    return _window_order(map_size, window, shift)
+
+
+class _Permute(torch.autograd.Function):
+    """Gather tokens ``(B, L, C)`` along L by a permutation; the gradient is the inverse gather (a
+    permutation's transpose is its inverse), not the scatter-add ``index_select`` would run."""
+
+    @staticmethod
+    def forward(ctx, x, order, inverse):
+        ctx.save_for_backward(inverse)
+        return x.index_select(1, order)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(1, inverse), None, None
+
+
+def _permute_tokens(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _Permute.apply(x, order, inverse)
+    return x.index_select(1, order)
+
+
+def shift_partition(x: torch.Tensor, window: Pair, shift: Pair) -> torch.Tensor:
+    """``window_partition(cyclic_shift(x, shift), window)`` in one gather:
+    ``(B, H, W, C)`` → ``(B*nW, N, C)``."""
+    b, h, w, c = x.shape
+    if shift[0] == 0 and shift[1] == 0:
+        return window_partition(x, window)  # a plain partition is already one copy
+    order, inverse = window_order((h, w), window, shift, x.device)
+    tokens = _permute_tokens(x.reshape(b, h * w, c), order, inverse)  # (B, H*W, C) in window order
+    return tokens.view(-1, window[0] * window[1], c)  # (B*nW, N, C)
+
+
+def reverse_unshift(windows: torch.Tensor, window: Pair, shift: Pair, map_size: Pair) -> torch.Tensor:
+    """``cyclic_shift(window_reverse(windows, window, map_size), shift, reverse=True)`` in one gather:
+    ``(B*nW, N, C)`` → ``(B, H, W, C)``."""
+    if shift[0] == 0 and shift[1] == 0:
+        return window_reverse(windows, window, map_size)
+    h, w = map_size
+    c = windows.shape[-1]
+    order, inverse = window_order((h, w), window, shift, windows.device)
+    tokens = _permute_tokens(windows.reshape(-1, h * w, c), inverse, order)  # (B, H*W, C) in map order
+    return tokens.view(-1, h, w, c)  # (B, H, W, C)
 
 
 def region_ids(map_size: Pair, window: Pair, shift: Pair, device=None) -> torch.Tensor:
