@@ -95,7 +95,7 @@ def window_order(map_size: Pair, window: Pair, shift: Pair,
     the partition (and their reverse) are one gather each instead of two copies. ``map_size`` is the
     padded size (multiples of the window). Cached per geometry in eager mode.
     """
-    if torch.compiler.is_compiling():  # no Python cache under dynamo: built in the graph, folded to a constant
+    if torch.compiler.is_compiling():  # no Python cache under dynamo: built in the graph, then a constant
         order, inverse = _window_order(tuple(map_size), tuple(window), tuple(shift))
     else:
         order, inverse = _window_order_cached(tuple(map_size), tuple(window), tuple(shift))
