@@ -5,7 +5,9 @@ turn, repeated), so that noise from other work on a shared machine hits them all
 ratios, which are measured in the same run. Steps: inference (``torch.inference_mode``) and/or a
 training step (forward, cross-entropy, backward, AdamW). swinlab runs once per ``--backends`` entry
 (``auto`` resolves per device, see ``swinlab.kernels.select_backend``); ``--compile`` adds a
-``torch.compile``d swinlab (and timm) to the same run.
+``torch.compile``d swinlab (and timm) to the same run; ``--linear-backends auto torch`` adds swinlab
+with its linear layers on torch's own ``F.linear`` (MKL on the CPU) beside the default (oneDNN on x86
+CPUs), to show what each part is worth.
 
 ``--scaling 224 448 ...`` instead times Swin-T and DeiT-S (swinlab and timm) at each resolution
 (batch ``--scaling-batch``): the cost per pixel stays flat for Swin (window attention is linear in
@@ -31,6 +33,7 @@ import torchvision
 
 import swinlab
 from swinlab.analysis.benchmark import environment, prepare, run
+from swinlab.kernels import linear as linear_kernels
 from swinlab.weights import convert, load_state_dict
 
 TIMM_NAMES = {"swin_t": "swin_tiny_patch4_window7_224", "deit_s": "deit_small_patch16_224"}
@@ -40,23 +43,29 @@ def _progress(name: str, repeat: int, seconds: float) -> None:
     print(f"  {name:<32} step {repeat + 1:>2}: {seconds * 1e3:8.1f} ms", flush=True)
 
 
-def _swin_models(backends: list[str], compile_: bool) -> dict[str, tuple[torch.nn.Module, bool]]:
-    """``{label: (model, compile)}``: timm, torchvision and swinlab per backend, timm's weights in all."""
+def _swin_models(backends: list[str], compile_: bool,
+                 linear_backends: list[str]) -> dict[str, tuple[torch.nn.Module, bool, str | None]]:
+    """``{label: (model, compile, linear backend)}``: timm, torchvision and swinlab per attention backend
+    (and per linear backend after the first), timm's weights in all."""
     torch.manual_seed(0)
     peer = timm.create_model(TIMM_NAMES["swin_t"])
     weights = convert(peer.state_dict(), "timm")
-    models = {"timm": (peer, False), "torchvision": (torchvision.models.swin_t(), False)}
+    models = {"timm": (peer, False, None), "torchvision": (torchvision.models.swin_t(), False, None)}
+
+    def ours(backend):
+        model = swinlab.create_model("swin_t", attention_backend=backend)
+        load_state_dict(model, weights)
+        return model
+
     for backend in backends:
-        ours = swinlab.create_model("swin_t", attention_backend=backend)
-        load_state_dict(ours, weights)
-        models[f"swinlab[{backend}]"] = (ours, False)
+        models[f"swinlab[{backend}]"] = (ours(backend), False, None)
+        for linear in linear_backends[1:]:
+            models[f"swinlab[{backend}, linear={linear}]"] = (ours(backend), False, linear)
     if compile_:
-        ours = swinlab.create_model("swin_t", attention_backend=backends[0])
-        load_state_dict(ours, weights)
-        models[f"swinlab[{backends[0]}]+compile"] = (ours, True)
+        models[f"swinlab[{backends[0]}]+compile"] = (ours(backends[0]), True, None)
         twin = timm.create_model(TIMM_NAMES["swin_t"])
         twin.load_state_dict(peer.state_dict())
-        models["timm+compile"] = (twin, True)
+        models["timm+compile"] = (twin, True, None)
     return models
 
 
@@ -65,9 +74,10 @@ def compare(args) -> dict:
     out = {}
     for mode in args.mode:
         print(f"{mode}: batch {args.batch_size}, {args.img_size}², {args.dtype}, {args.device}", flush=True)
+        models = _swin_models(args.backends, args.compile, args.linear_backends)
         steps = {name: prepare(model, batch_size=args.batch_size, img_size=args.img_size, dtype=args.dtype,
-                               mode=mode, compile=comp, device=args.device, name=name)
-                 for name, (model, comp) in _swin_models(args.backends, args.compile).items()}
+                               mode=mode, compile=comp, device=args.device, name=name, linear_backend=linear)
+                 for name, (model, comp, linear) in models.items()}
         results = run(steps, warmup=args.warmup, repeats=args.repeats, callback=_progress)
         for r in results.values():
             if args.brief:
@@ -165,6 +175,9 @@ def main(argv=None) -> dict:
     p.add_argument("--mode", nargs="+", choices=["infer", "train"], default=["infer", "train"])
     p.add_argument("--backends", nargs="+", default=["auto"], help="swinlab attention backends to time")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd swinlab and timm")
+    p.add_argument("--linear-backends", nargs="+", default=["auto"],
+                   help="swinlab linear-layer backends (swinlab.kernels.linear): the first for every model, "
+                        "each further one adds a swinlab model per attention backend (e.g. auto torch)")
     p.add_argument("--scaling", nargs="+", type=int, help="instead: cost per pixel at these sizes")
     p.add_argument("--scaling-batch", type=int, default=1)
     p.add_argument("--warmup", type=int, default=2)
@@ -177,6 +190,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    linear_kernels.set_backend(args.linear_backends[0])
 
     report = {"environment": environment(args.device), "settings": vars(args)}
     if args.scaling:

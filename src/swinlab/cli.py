@@ -413,6 +413,8 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
                    help="torch.compile every model (compile time reported apart)")
     p.add_argument("--backend", nargs="+", metavar="B",
                    help="time each Swin model once per window-attention backend (e.g. reference sdpa auto)")
+    p.add_argument("--linear-backend", nargs="+", metavar="L", choices=["auto", "torch", "onednn"],
+                   help="time each model once per linear-layer backend (auto: oneDNN on x86 CPUs)")
     p.add_argument("--scaling", nargs="+", type=_positive_int, metavar="S",
                    help="instead, time each model at S×S for each S (e.g. 224 448 896): cost per pixel")
     p.add_argument("--warmup", type=_positive_int, default=3, help="untimed steps per model (default 3)")
@@ -422,7 +424,9 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
 
 
 def _run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .analysis import benchmark as bm
+    # the module by its full name: the package re-exports a function called `benchmark` over it
+    import swinlab.analysis.benchmark  # noqa: F401
+    bm = sys.modules["swinlab.analysis.benchmark"]
 
     size = _img_size(args.img_size, parser) or (224, 224)
     if args.device is not None:
@@ -432,12 +436,14 @@ def _run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             parser.error(f"--device {args.device!r} is not a device; use cpu or cuda")
         if dev.type == "cuda" and not torch.cuda.is_available():
             parser.error("--device cuda: CUDA is not available here; use --device cpu")
-    specs = []  # (label, model name, backend)
+    specs = []  # (label, model name, attention backend, linear backend)
     for name in args.models:
-        swin = not name.startswith(bm.TORCHVISION_PREFIX) and hasattr(_config_or_error(name, parser),
-                                                                      "attention_backend")
+        ours = not name.startswith(bm.TORCHVISION_PREFIX)
+        swin = ours and hasattr(_config_or_error(name, parser), "attention_backend")
         for backend in (args.backend or [None]) if swin else [None]:
-            specs.append((f"{name}[{backend}]" if backend else name, name, backend))
+            for linear in (args.linear_backend or [None]) if ours else [None]:
+                tags = [t for t in (backend, f"linear={linear}" if linear else None) if t]
+                specs.append((f"{name}[{', '.join(tags)}]" if tags else name, name, backend, linear))
     kw = dict(batch_size=args.batch_size, dtype=args.dtype, compile=args.compile, device=args.device)
     env = bm.environment(args.device)
     report = {"environment": env, "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")}}
@@ -451,9 +457,10 @@ def _run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     if args.scaling:
         rows = []
         for mode in args.mode:
-            for label, name, backend in specs:
+            for label, name, backend, linear in specs:
                 rows += bm.scaling(lambda s, n=name, b=backend: build(n, b, s), args.scaling, name=label,
-                                   mode=mode, warmup=args.warmup, repeats=args.repeats, **kw)
+                                   mode=mode, warmup=args.warmup, repeats=args.repeats,
+                                   linear_backend=linear, **kw)
         report["scaling"] = rows
         print(f"{'model':<28} {'mode':<6} {'size':>9} {'ms/image':>10} {'ns/pixel':>9} {'relative':>9}")
         for r in rows:
@@ -463,8 +470,9 @@ def _run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     else:
         report["results"] = {}
         for mode in args.mode:
-            steps = {label: bm.prepare(build(name, backend, size), img_size=size, mode=mode, name=label, **kw)
-                     for label, name, backend in specs}
+            steps = {label: bm.prepare(build(name, backend, size), img_size=size, mode=mode, name=label,
+                                       linear_backend=linear, **kw)
+                     for label, name, backend, linear in specs}
             results = bm.run(steps, warmup=args.warmup, repeats=args.repeats)
             report["results"][mode] = results
             print(_format_bench(mode, results, env))

@@ -127,7 +127,7 @@ def _tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
 def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int], dtype: str = "float32",
             mode: str = "infer", compile: bool = False, device: str | torch.device | None = None,
             in_chans: int | None = None, name: str | None = None, seed: int = 0,
-            lr: float = 1e-4) -> Step:
+            lr: float = 1e-4, linear_backend: str | None = None) -> Step:
     """Move ``model`` to ``device`` and build its benchmark step (nothing is run yet).
 
     Args:
@@ -143,7 +143,12 @@ def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int
         name: the label of the result (default: the class name).
         seed: seed of the random images and labels.
         lr: AdamW's learning rate (small: the weights barely move over a benchmark).
+        linear_backend: run the step's linear layers on this :mod:`swinlab.kernels.linear` backend
+            (``None``: whatever is set, normally ``"auto"``); set around each step, so models timed
+            interleaved can use different ones.
     """
+    from ..kernels import linear as linear_kernels
+
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
     if mode not in MODES:
@@ -200,6 +205,15 @@ def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int
         def state_fn() -> int:
             opt_state = [t for s in opt.state.values() for t in s.values() if torch.is_tensor(t)]
             return state[0] + _tensor_bytes(opt_state)
+
+    if linear_backend is not None:
+        with linear_kernels.use_backend(linear_backend):  # fail now on a name that cannot run here
+            pass
+        plain = fn
+
+        def fn() -> None:
+            with linear_kernels.use_backend(linear_backend):
+                plain()
 
     return Step(name=name or type(model).__name__, fn=fn, batch_size=batch_size, img_size=size, dtype=dtype,
                 mode=mode, device=dev, compile=compile, state_bytes=state[0], state_fn=state_fn)

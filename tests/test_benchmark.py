@@ -1,0 +1,111 @@
+"""The benchmark harness (swinlab.analysis.benchmark) and `swinlab bench`: what is timed, what the JSON
+holds, interleaving, the linear-backend switch per step. No test asserts a wall-clock time."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+import swinlab
+from swinlab.cli import main
+from swinlab.kernels import linear as lin
+
+bm = sys.modules["swinlab.analysis.benchmark"]  # `swinlab.analysis.benchmark` the attribute is a function
+
+
+def test_prepare_and_run_time_interleaved_steps():
+    calls = []
+    model = swinlab.create_model("swin_pico")
+    steps = {}
+    for name, backend in (("a", "torch"), ("b", None)):
+        step = bm.prepare(model, batch_size=2, img_size=32, name=name, device="cpu", linear_backend=backend)
+        plain = step.fn
+
+        def fn(plain=plain, name=name):
+            calls.append((name, lin.get_backend()))
+            plain()
+
+        step.fn = fn
+        steps[name] = step
+    results = bm.run(steps, warmup=2, repeats=3)
+    # first call of each, one more warm-up round, then three timed rounds, one step of each in turn
+    assert [c[0] for c in calls] == ["a", "b"] * 5
+    assert calls[0] == ("a", "auto")  # the backend is set inside the step, around the model's call only
+    r = results["a"]
+    assert r["repeats"] == 3 and len(r["times_s"]) == 3 and r["p10_s"] <= r["median_s"] <= r["p90_s"]
+    assert r["images_per_s"] == pytest.approx(2 / r["median_s"])
+    assert r["peak_memory_bytes"] is None and r["device"] == "cpu" and r["img_size"] == [32, 32]
+    assert lin.get_backend() == "auto"
+
+
+def test_linear_backend_is_used_during_the_step(monkeypatch):
+    seen = []
+    real = lin.select_backend
+    monkeypatch.setattr(lin, "select_backend", lambda x: seen.append(real(x)) or seen[-1])
+    step = bm.prepare(swinlab.create_model("swin_pico"), batch_size=1, img_size=32, device="cpu",
+                      linear_backend="torch")
+    step()
+    assert seen and set(seen) == {"torch"}
+
+
+def test_train_step_updates_the_weights():
+    model = swinlab.create_model("swin_pico")
+    before = model.head.weight.detach().clone()
+    step = bm.prepare(model, batch_size=2, img_size=32, mode="train", device="cpu", lr=1e-2)
+    step()
+    assert not torch.equal(model.head.weight, before)
+    assert all(p.grad is None for p in model.parameters())  # zeroed (set to None) after each step
+
+
+@pytest.mark.parametrize(("kwargs", "says"), [
+    (dict(dtype="float8"), "dtype must be one of"),
+    (dict(mode="serve"), "mode must be one of"),
+    (dict(batch_size=0), "batch_size must be positive"),
+    (dict(linear_backend="mkl"), "unknown linear backend 'mkl'"),
+])
+def test_prepare_rejects_bad_settings(kwargs, says):
+    args = dict(batch_size=1, img_size=32, device="cpu") | kwargs
+    with pytest.raises(ValueError, match=says):
+        bm.prepare(swinlab.create_model("swin_pico"), **args)
+
+
+def test_scaling_reports_cost_per_pixel():
+    rows = bm.scaling(lambda s: swinlab.create_model("swin_pico", img_size=s), [32, 64], batch_size=1,
+                      warmup=1, repeats=2, name="pico", device="cpu")
+    assert [r["pixels"] for r in rows] == [32 * 32, 64 * 64]
+    assert rows[0]["relative_cost_per_pixel"] == 1.0
+    for r in rows:
+        assert r["ns_per_pixel"] == pytest.approx(r["median_s"] / r["pixels"] * 1e9)
+
+
+def test_environment_names_machine_versions_and_date():
+    env = bm.environment("cpu")
+    assert env["machine"]["cpu"] and env["machine"]["torch_threads"] >= 1
+    assert env["versions"]["torch"] == torch.__version__ and env["versions"]["swinlab"] == swinlab.__version__
+    assert env["date_utc"][:2] == "20"
+
+
+def test_cli_bench_writes_json_with_every_combination(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    assert main(["bench", "swin_pico", "--batch-size", "2", "--img-size", "32", "--warmup", "1",
+                 "--repeats", "2", "--backend", "reference", "sdpa", "--linear-backend", "auto", "torch",
+                 "--device", "cpu", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "swin_pico[reference, linear=torch]" in out and "img/s" in out
+    report = json.loads(path.read_text())
+    names = list(report["results"]["infer"])
+    assert names == ["swin_pico[reference, linear=auto]", "swin_pico[reference, linear=torch]",
+                     "swin_pico[sdpa, linear=auto]", "swin_pico[sdpa, linear=torch]"]
+    assert report["environment"]["versions"]["torch"] == torch.__version__
+
+
+def test_cli_bench_rejects_bad_input(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "swin_pico", "--linear-backend", "blas"])
+    assert e.value.code == 2 and "invalid choice: 'blas'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "no_model"])
+    assert e.value.code == 2 and "swinlab list" in capsys.readouterr().err
