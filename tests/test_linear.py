@@ -83,7 +83,7 @@ def test_onednn_takes_transposed_operands_of_many_shapes():
     # the weight gradient hands oneDNN dyᵀ and xᵀ as column-major views: check them over shapes
     for m, k, n in itertools.product([1, 7, 50, 197], [1, 3, 24, 100], [1, 10, 96]):
         g, x = torch.randn(m, n), torch.randn(m, k)
-        got = lin._onednn(g.t(), x.t(), None)
+        got = torch.ops.swinlab.onednn_linear(g.t(), x.t(), None, "none")
         torch.testing.assert_close(got.double(), g.double().t() @ x.double(), rtol=1e-5, atol=1e-4,
                                    msg=f"{(m, k, n)}")
 
@@ -121,7 +121,8 @@ def test_selection_rule():
 
 @needs_onednn
 def test_explicit_onednn_refuses_what_it_cannot_take():
-    with lin.use_backend("onednn"), pytest.raises(RuntimeError, match=r"float32 CPU tensors.*set_backend"):
+    says = r"float32 CPU tensors outside autocast.*set_backend"
+    with lin.use_backend("onednn"), pytest.raises(RuntimeError, match=says):
         lin.linear(torch.randn(4, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64))
 
 
@@ -166,3 +167,19 @@ def test_models_equal_on_both_backends(name):
     torch.testing.assert_close(outputs["onednn"], outputs["torch"], rtol=1e-4, atol=1e-5 * scale)
     for n, g in grads["torch"].items():
         torch.testing.assert_close(grads["onednn"][n], g, rtol=1e-3, atol=1e-4 * g.abs().max() + 1e-8, msg=n)
+
+
+@needs_onednn
+def test_compiled_graph_keeps_the_onednn_operators():
+    targets = set()
+
+    def record(gm, example_inputs):
+        targets.update(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return gm.forward
+
+    torch._dynamo.reset()
+    model = swinlab.create_model("swin_pico").eval()
+    with torch.inference_mode():
+        torch.compile(model, backend=record, fullgraph=True)(torch.randn(1, 3, 32, 32))
+    torch._dynamo.reset()
+    assert {"swinlab.onednn_linear", "swinlab.onednn_linear_add"} <= targets

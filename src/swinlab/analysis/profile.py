@@ -29,26 +29,29 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from ..kernels import linear as _linear_kernels
 from ..layers import CrossAttention, WindowAttention
 from ..layers.windows import Pair
 
 
 def _linear_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
-    """2·M·K·N for ``x (..., K) @ weight (N, K)ᵀ`` (FlopCounterMode passes shapes). The default
-    overload is ``(X, W, B, attr, scalars, algorithm)``, ``.binary`` is ``(X, other, W, B, attr)``."""
-    if len(args) == 3:  # .binary: the second operand is the residual, the weight comes next
-        w_shape = args[0]
+    """2·M·K·N for ``x (..., K) @ weight (N, K)ᵀ`` (FlopCounterMode passes shapes)."""
     return 2 * math.prod(x_shape) * w_shape[0]
 
 
+def _linear_add_flops(x_shape, other_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    return _linear_flops(x_shape, w_shape)
+
+
 # Kernels FlopCounterMode does not price by itself: the fused CPU attention SDPA dispatches to, and
-# oneDNN's linear layers (swinlab.kernels.linear).
+# swinlab's oneDNN linear operators (swinlab.kernels.linear; opaque to the counter).
 _EXTRA_FLOPS = {}
 if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
     _EXTRA_FLOPS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = (
         lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v))
-if hasattr(torch.ops, "mkldnn") and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-    _EXTRA_FLOPS[torch.ops.mkldnn._linear_pointwise] = _linear_flops  # keyed by packet: both overloads
+if _linear_kernels.onednn_available():
+    _EXTRA_FLOPS[torch.ops.swinlab.onednn_linear] = _linear_flops
+    _EXTRA_FLOPS[torch.ops.swinlab.onednn_linear_add] = _linear_add_flops
 
 
 def profile(model: nn.Module, img_size: int | Pair | None = None, batch_size: int = 1, *,

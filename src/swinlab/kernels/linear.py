@@ -17,18 +17,17 @@ removes a full read and write of the MLP's 4C-wide hidden tensor (GELU: 7% of Sw
 Backends, chosen with :func:`use_backend` (a context manager) or :func:`set_backend`:
 
 * ``"torch"``: :func:`torch.nn.functional.linear` then the activation / add, on any device;
-* ``"onednn"``: oneDNN, CPU float32 only, with its own backward (:class:`_OneDNNLinear`: both
-  gradients are oneDNN GEMMs too), so training gains as well;
-* ``"auto"`` (default): ``"onednn"`` for float32 CPU tensors on x86-64 where torch was built with
-  oneDNN and outside ``torch.compile`` (inductor cannot lower the op with weights that are graph
-  inputs; it fuses the torch form itself), ``"torch"`` everywhere else (CUDA: cuBLAS(Lt) already
-  runs near the tensor-core peak; bfloat16 on the CPU: torch's matmul already calls oneDNN).
+* ``"onednn"``: oneDNN, CPU float32 only, as the custom operators ``torch.ops.swinlab.onednn_linear``
+  and ``onednn_linear_add`` with their own backward (both gradients are oneDNN products too), so
+  training gains as well, and ``torch.compile`` keeps them in its graph;
+* ``"auto"`` (default): ``"onednn"`` for float32 CPU tensors outside autocast on x86-64 where torch
+  was built with oneDNN, ``"torch"`` everywhere else (CUDA: cuBLAS(Lt) already runs near the
+  tensor-core peak; bfloat16 on the CPU: torch's matmul already calls oneDNN).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import platform
 
 import torch
@@ -67,12 +66,7 @@ def use_backend(name: str):
         set_backend(previous)
 
 
-@functools.cache
-def onednn_available() -> bool:
-    """Whether ``torch.ops.mkldnn._linear_pointwise`` exists here (an x86-64 torch built with oneDNN).
-
-    Decided without running anything, so that the first call inside a profiler or a FLOP counter
-    adds no operation of its own."""
+def _has_onednn() -> bool:
     if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
         return False
     try:
@@ -81,59 +75,89 @@ def onednn_available() -> bool:
         return False
 
 
+_ONEDNN = _has_onednn()  # decided once, at import: a constant to torch.compile, and no op is run for it
+
+
+def onednn_available() -> bool:
+    """Whether ``torch.ops.mkldnn._linear_pointwise`` exists here (an x86-64 torch built with oneDNN)."""
+    return _ONEDNN
+
+
 def _onednn_takes(x: torch.Tensor) -> bool:
     """float32 CPU maths that autocast does not lower (under autocast, F.linear runs in bfloat16)."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling())
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
 
 
 def select_backend(x: torch.Tensor) -> str:
     """The backend a call on ``x`` runs: the set one, or for ``"auto"`` the rule of the module doc."""
     if _backend == "onednn" and not _onednn_takes(x):
         raise RuntimeError(
-            f"linear backend 'onednn' takes float32 CPU tensors outside autocast and torch.compile, got "
-            f"{x.dtype} on {x.device}; use swinlab.kernels.linear.set_backend('auto') (or 'torch')")
+            f"linear backend 'onednn' takes float32 CPU tensors outside autocast, got {x.dtype} on "
+            f"{x.device}; use swinlab.kernels.linear.set_backend('auto') (or 'torch')")
     if _backend != "auto":
         return _backend
     return "onednn" if _onednn_takes(x) and onednn_available() else "torch"
 
 
-def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, attr: str = "none",
-            algorithm: str = "") -> torch.Tensor:
-    """``x Wᵀ + b`` (then the post-op ``attr``) by oneDNN; ``x`` of any rank, either operand may be
-    transposed (column-major: checked against float64 over 336 shapes, ``tests/test_linear.py``)."""
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [], algorithm)
+# The oneDNN products as operators of their own (torch.library custom ops): eager mode calls them like
+# any op, and torch.compile keeps them as opaque calls in its graph (inductor cannot lower oneDNN's op
+# with weights that are graph inputs) and fuses the LayerNorms, softmaxes and adds around them.
+_LINEAR_SCHEMA = "(Tensor x, Tensor weight, Tensor? bias, str attr) -> Tensor"
+_LINEAR_ADD_SCHEMA = "(Tensor x, Tensor other, Tensor weight, Tensor? bias) -> Tensor"
 
 
-class _OneDNNLinear(torch.autograd.Function):
-    """``x Wᵀ + b`` by oneDNN, forward and backward: ``dx = dy W`` and ``dW = dyᵀ x`` are oneDNN GEMMs
-    too (``dyᵀ`` and ``xᵀ`` handed over as transposed views, no copies), ``db = Σ dy``."""
+def _onednn_linear(x, weight, bias, attr):
+    """``attr(x Wᵀ + b)`` (``attr``: ``"none"`` or ``"gelu"``, exact erf form); ``x`` of any rank, either
+    operand may be a transposed view (checked against float64 over many shapes, ``tests/test_linear.py``)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [], "none" if attr == "gelu" else "")
 
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return _onednn(x, weight, bias)
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dy):
-        x, weight = ctx.saved_tensors
-        dy2 = dy.reshape(-1, dy.shape[-1])  # (M, N)
-        dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            dx = _onednn(dy2, weight.t().contiguous(), None).view(x.shape)  # (M, K): dy W
-        if ctx.needs_input_grad[1]:
-            x2 = x.reshape(-1, x.shape[-1])  # (M, K)
-            # oneDNN copies its first operand when it is a transposed view (the second it reorders
-            # anyway): transpose the narrower of dy and x, i.e. compute dWᵀ = xᵀ dy when K < N.
-            if x2.shape[1] < dy2.shape[1]:
-                dw = _onednn(x2.t(), dy2.t(), None).t().contiguous()  # (K, N) → (N, K)
-            else:
-                dw = _onednn(dy2.t(), x2.t(), None)  # (N, K): dyᵀ x
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = dy2.sum(0)
-        return dx, dw, db
+def _onednn_linear_add(x, other, weight, bias):
+    """``other + x Wᵀ + b``, the add done on the GEMM's output tile."""
+    return torch.ops.mkldnn._linear_pointwise.binary(x, other, weight, bias, "add")
+
+
+def _out_like(x, weight):
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+def _linear_setup(ctx, inputs, output):
+    x, weight, bias, attr = inputs
+    if attr != "none":
+        ctx.mark_non_differentiable(output)  # fused activations are for inference only (see linear())
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _linear_backward(ctx, dy):
+    """``dx = dy W`` and ``dW = dyᵀ x`` as oneDNN products too, ``db = Σ dy``."""
+    x, weight = ctx.saved_tensors
+    op = torch.ops.swinlab.onednn_linear
+    dy2 = dy.reshape(-1, dy.shape[-1])  # (M, N)
+    dx = dw = db = None
+    if ctx.needs_input_grad[0]:
+        dx = op(dy2, weight.t().contiguous(), None, "none").view(x.shape)  # (M, K): dy W
+    if ctx.needs_input_grad[1]:
+        x2 = x.reshape(-1, x.shape[-1])  # (M, K)
+        # oneDNN copies its first operand when it is a transposed view (the second it reorders anyway):
+        # transpose the narrower of dy and x, i.e. compute dWᵀ = xᵀ dy when K < N.
+        if x2.shape[1] < dy2.shape[1]:
+            dw = op(x2.t(), dy2.t(), None, "none").t().contiguous()  # (K, N) → (N, K)
+        else:
+            dw = op(dy2.t(), x2.t(), None, "none")  # (N, K): dyᵀ x
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        db = dy2.sum(0)
+    return dx, dw, db, None
+
+
+if onednn_available():
+    _linear_op = torch.library.custom_op("swinlab::onednn_linear", _onednn_linear, mutates_args=(),
+                                         device_types="cpu", schema=_LINEAR_SCHEMA)
+    _linear_op.register_fake(lambda x, weight, bias, attr: _out_like(x, weight))
+    _linear_op.register_autograd(_linear_backward, setup_context=_linear_setup)
+    _add_op = torch.library.custom_op("swinlab::onednn_linear_add", _onednn_linear_add, mutates_args=(),
+                                      device_types="cpu", schema=_LINEAR_ADD_SCHEMA)
+    _add_op.register_fake(lambda x, other, weight, bias: _out_like(x, weight))
 
 
 def _needs_grad(*tensors: torch.Tensor | None) -> bool:
@@ -164,16 +188,14 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         raise ValueError(f"linear: x {tuple(x.shape)} and weight {tuple(weight.shape)} do not fit: the last "
                          f"axis of x must equal the weight's second (in_features)")
     if select_backend(x) == "onednn":
+        ops = torch.ops.swinlab
         if not _needs_grad(x, weight, bias, residual):
             if activation == "gelu":
-                return _onednn(x, weight, bias, "gelu", "none")
-            if residual is not None and residual.is_contiguous() and residual.dtype == x.dtype:
-                out_shape = (*x.shape[:-1], weight.shape[0])
-                if tuple(residual.shape) == out_shape:
-                    return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
-            y = _onednn(x, weight, bias)
-        else:
-            y = _OneDNNLinear.apply(x, weight, bias)
+                return ops.onednn_linear(x, weight, bias, "gelu")
+            fits = residual is not None and tuple(residual.shape) == (*x.shape[:-1], weight.shape[0])
+            if fits and residual.is_contiguous() and residual.dtype == x.dtype:
+                return ops.onednn_linear_add(x, residual, weight, bias)
+        y = ops.onednn_linear(x, weight, bias, "none")
     else:
         y = F.linear(x, weight, bias)
     if activation == "gelu":
