@@ -41,7 +41,7 @@ lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 
 bench: setup
-	$(PY) benchmarks/bench.py --batch-size 8 --img-size 224 --dtype float32 --mode infer train --backends auto sdpa --warmup 2 --repeats 5 --out benchmarks/results
+	$(PY) benchmarks/bench.py --batch-size 8 --img-size 224 --dtype float32 --mode infer train --backends auto reference --linear-backends auto torch --warmup 2 --repeats 5 --out runs/bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
