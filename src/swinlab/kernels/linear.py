@@ -22,7 +22,9 @@ Backends, chosen with :func:`use_backend` (a context manager) or :func:`set_back
   training gains as well, and ``torch.compile`` keeps them in its graph;
 * ``"auto"`` (default): ``"onednn"`` for float32 CPU tensors outside autocast on x86-64 where torch
   was built with oneDNN, ``"torch"`` everywhere else (CUDA: cuBLAS(Lt) already runs near the
-  tensor-core peak; bfloat16 on the CPU: torch's matmul already calls oneDNN).
+  tensor-core peak; bfloat16 on the CPU: torch's matmul already calls oneDNN). Measured on AMD
+  only; on Intel processors MKL also runs AVX-512, and oneDNN (Intel's own) is expected to be on par
+  there (not measured: ``swinlab bench --linear-backend auto torch`` tells on any machine).
 """
 
 from __future__ import annotations
