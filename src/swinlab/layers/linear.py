@@ -10,7 +10,9 @@ from ..kernels.linear import linear
 
 
 class Linear(nn.Linear):
-    """``y = x Wᵀ + b`` (``+ residual`` when given, fused into the GEMM where the backend can)."""
+    """``y = x Wᵀ + b``, then ``activation`` (``"gelu"``) or ``+ residual`` when given, fused into the
+    GEMM where the backend can (see :func:`swinlab.kernels.linear.linear`)."""
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        return linear(x, self.weight, self.bias, residual=residual)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None,
+                activation: str | None = None) -> torch.Tensor:
+        return linear(x, self.weight, self.bias, activation=activation, residual=residual)

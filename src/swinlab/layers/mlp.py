@@ -5,15 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..kernels.linear import linear
 from .linear import Linear
 
 
 class Mlp(nn.Module):
     """Two linear layers with a GELU between them: ``C → hidden → C`` on the last axis.
 
-    With the default exact GELU the first layer and the activation are one call of
-    :func:`swinlab.kernels.linear.linear` (fused into the GEMM on the CPU in inference), and
+    With the default exact GELU the first layer and the activation are one call of ``fc1`` (fused
+    into the GEMM on the CPU in inference: a forward hook on ``fc1`` then sees the activation), and
     ``forward(x, residual=r)`` returns ``r + mlp(x)`` with the add fused into the second GEMM.
     """
 
@@ -28,7 +27,7 @@ class Mlp(nn.Module):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``(..., C)`` → ``(..., C_out)``; plus ``residual`` (same shape as the output) when given."""
         if type(self.act) is nn.GELU and self.act.approximate == "none":
-            h = linear(x, self.fc1.weight, self.fc1.bias, activation="gelu")  # (..., hidden)
+            h = self.fc1(x, activation="gelu")  # (..., hidden)
         else:
             h = self.act(self.fc1(x))
         h = self.drop(h)
