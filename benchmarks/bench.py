@@ -43,7 +43,7 @@ def _progress(name: str, repeat: int, seconds: float) -> None:
     print(f"  {name:<32} step {repeat + 1:>2}: {seconds * 1e3:8.1f} ms", flush=True)
 
 
-def _swin_models(backends: list[str], compile_: bool,
+def _swin_models(backends: list[str], compile_: str | None,
                  linear_backends: list[str]) -> dict[str, tuple[torch.nn.Module, bool, str | None]]:
     """``{label: (model, compile, linear backend)}``: timm, torchvision and swinlab per attention backend
     (and per linear backend after the first), timm's weights in all."""
@@ -62,10 +62,10 @@ def _swin_models(backends: list[str], compile_: bool,
         for linear in linear_backends[1:]:
             models[f"swinlab[{backend}, linear={linear}]"] = (ours(backend), False, linear)
     if compile_:
-        models[f"swinlab[{backends[0]}]+compile"] = (ours(backends[0]), True, None)
+        models[f"swinlab[{backends[0]}]+compile"] = (ours(backends[0]), compile_, None)
         twin = timm.create_model(TIMM_NAMES["swin_t"])
         twin.load_state_dict(peer.state_dict())
-        models["timm+compile"] = (twin, True, None)
+        models["timm+compile"] = (twin, compile_, None)
     return models
 
 
@@ -174,7 +174,10 @@ def main(argv=None) -> dict:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     p.add_argument("--mode", nargs="+", choices=["infer", "train"], default=["infer", "train"])
     p.add_argument("--backends", nargs="+", default=["auto"], help="swinlab attention backends to time")
-    p.add_argument("--compile", action="store_true", help="also time torch.compile'd swinlab and timm")
+    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   help="also time torch.compile'd swinlab and timm (MODE: torch.compile's mode; "
+                        "reduce-overhead uses CUDA graphs)")
     p.add_argument("--linear-backends", nargs="+", default=["auto"],
                    help="swinlab linear-layer backends (swinlab.kernels.linear): the first for every model, "
                         "each further one adds a swinlab model per attention backend (e.g. auto torch)")

@@ -7,12 +7,14 @@
 #   bash benchmarks/gpu_suite.sh infer   "$OUT"   # Swin-T bf16 inference, batch 256, eager + compiled
 #   bash benchmarks/gpu_suite.sh train   "$OUT"   # Swin-T bf16 training step, batch 128, eager + compiled
 #   bash benchmarks/gpu_suite.sh scaling "$OUT"   # cost per pixel 224² → 896², Swin-T vs DeiT-S
+#   bash benchmarks/gpu_suite.sh graphs  "$OUT"   # inference again, compiled with CUDA graphs
 #
 # Results land in OUT (JSON + PNG, machine, versions and date inside); copy them into
 # benchmarks/results/ and record what moved which number in benchmarks/results/README.md.
 set -euo pipefail
-part=${1:?usage: gpu_suite.sh check|infer|train|scaling OUTDIR}
-out=${2:?usage: gpu_suite.sh check|infer|train|scaling OUTDIR}
+usage="usage: gpu_suite.sh check|infer|train|scaling|graphs OUTDIR"
+part=${1:?$usage}
+out=${2:?$usage}
 mkdir -p "$out"
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
@@ -32,5 +34,9 @@ case "$part" in
   scaling)
     $py benchmarks/bench.py --device cuda --dtype bfloat16 --scaling 224 448 672 896 --scaling-batch 16 \
       --repeats 10 --brief --out "$out" --name cuda_scaling_bfloat16 2>&1 | grep -v " step " ;;
-  *) echo "unknown part $part: check, infer, train or scaling" >&2; exit 2 ;;
+  graphs)
+    $py benchmarks/bench.py --device cuda --dtype bfloat16 --batch-size 256 --mode infer \
+      --backends auto --compile reduce-overhead --warmup 5 --repeats 20 --brief --out "$out" \
+      --name cuda_swin_t_b256_224_bfloat16_infer_cudagraphs 2>&1 | grep -v " step " ;;
+  *) echo "unknown part $part: check, infer, train, scaling or graphs" >&2; exit 2 ;;
 esac

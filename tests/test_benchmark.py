@@ -109,3 +109,12 @@ def test_cli_bench_rejects_bad_input(capsys):
     with pytest.raises(SystemExit) as e:
         main(["bench", "no_model"])
     assert e.value.code == 2 and "swinlab list" in capsys.readouterr().err
+
+
+def test_compile_mode_is_checked_and_recorded():
+    with pytest.raises(ValueError, match="compile mode must be one of"):
+        bm.prepare(swinlab.create_model("swin_pico"), batch_size=1, img_size=32, device="cpu",
+                   compile="fastest")
+    step = bm.prepare(swinlab.create_model("swin_pico"), batch_size=1, img_size=32, device="cpu",
+                      compile="default")
+    assert step.compile == "default"

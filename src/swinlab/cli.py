@@ -409,8 +409,10 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", nargs="+", choices=["infer", "train"], default=["infer"],
                    help="infer (inference_mode forward) and/or train (forward, cross-entropy, backward, "
                         "AdamW)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile every model (compile time reported apart)")
+    p.add_argument("--compile", nargs="?", const="default", default=False, metavar="MODE",
+                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   help="torch.compile every model (compile time reported apart); MODE: torch.compile's "
+                        "mode (reduce-overhead: CUDA graphs)")
     p.add_argument("--backend", nargs="+", metavar="B",
                    help="time each Swin model once per window-attention backend (e.g. reference sdpa auto)")
     p.add_argument("--linear-backend", nargs="+", metavar="L", choices=["auto", "torch", "onednn"],

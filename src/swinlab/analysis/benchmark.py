@@ -40,6 +40,7 @@ from torch import nn
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODES = ("infer", "train")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -56,7 +57,7 @@ class Step:
     dtype: str
     mode: str
     device: torch.device
-    compile: bool
+    compile: bool | str
     state_bytes: int  # parameters + buffers (+ optimizer state, once it exists) of the model
     state_fn: Callable[[], int] = field(repr=False, default=lambda: 0)
     times: list[float] = field(default_factory=list, repr=False)
@@ -125,7 +126,7 @@ def _tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
 
 
 def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int], dtype: str = "float32",
-            mode: str = "infer", compile: bool = False, device: str | torch.device | None = None,
+            mode: str = "infer", compile: bool | str = False, device: str | torch.device | None = None,
             in_chans: int | None = None, name: str | None = None, seed: int = 0,
             lr: float = 1e-4, linear_backend: str | None = None) -> Step:
     """Move ``model`` to ``device`` and build its benchmark step (nothing is run yet).
@@ -137,7 +138,8 @@ def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int
         dtype: ``"float32"``, or ``"bfloat16"`` / ``"float16"`` under autocast (weights stay float32).
         mode: ``"infer"`` (eval mode, ``inference_mode``) or ``"train"`` (train mode: forward,
             cross-entropy, backward, ``AdamW`` step; gradients set to ``None`` after each step).
-        compile: wrap the model in :func:`torch.compile` (the first warm-up step compiles).
+        compile: wrap the model in :func:`torch.compile` (the first warm-up step compiles); a string
+            is its ``mode``: ``"reduce-overhead"`` (CUDA graphs), ``"max-autotune"``, ...
         device: default: CUDA if available, else CPU.
         in_chans: image channels (default ``model.config.in_chans``, else 3).
         name: the label of the result (default: the class name).
@@ -169,7 +171,11 @@ def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int
     def amp():
         return torch.autocast(dev.type, dtype=DTYPES[dtype]) if dtype != "float32" else nullcontext()
 
-    net = torch.compile(model) if compile else model
+    if isinstance(compile, str) and compile not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {list(COMPILE_MODES)}, got {compile!r}")
+    net = model
+    if compile:
+        net = torch.compile(model, mode=None if compile is True or compile == "default" else compile)
     state = [_tensor_bytes(model.parameters()) + _tensor_bytes(model.buffers())]
 
     if mode == "infer":
@@ -245,7 +251,7 @@ def run(steps: dict[str, Step] | list[Step], *, warmup: int = 3, repeats: int = 
 
 
 def benchmark(model: nn.Module, *, batch_size: int = 8, img_size: int | tuple[int, int] = 224,
-              dtype: str = "float32", mode: str = "infer", compile: bool = False, warmup: int = 3,
+              dtype: str = "float32", mode: str = "infer", compile: bool | str = False, warmup: int = 3,
               repeats: int = 10, device: str | torch.device | None = None, **kwargs) -> dict:
     """Time ``model`` alone (see :func:`prepare` for the arguments; ``kwargs`` go there too).
 
