@@ -76,11 +76,11 @@ def select_backend(device: torch.device | str, dtype: torch.dtype = torch.float3
     """The backend ``"auto"`` runs for tensors on ``device`` (of ``dtype``; ``requires_grad``: a
     gradient will be taken through it).
 
-    CPU inference: ``"sdpa"`` (PyTorch's fused CPU attention with the merged bias+mask, 4-D):
-    Swin-T ×1.11 faster than ``"reference"`` at batch 8, float32, one thread. CPU training:
+    CPU inference: ``"sdpa"`` (PyTorch's fused CPU attention with the merged bias+mask, 4-D): Swin-T
+    ×1.10 faster than ``"reference"`` at batch 8, float32 (one thread; ×1.09 on two). CPU training:
     ``"reference"``: with a learned bias that needs its gradient SDPA's CPU backward is no faster, and
-    the whole training step was ×1.13 slower with it (``benchmarks/results/README.md``, 2-core AMD
-    EPYC). CUDA and other devices: ``"sdpa"`` (memory-efficient attention with the merged bias);
+    the whole training step was ×1.04 slower with it (``benchmarks/results/cpu_swin_t_b8_224_float32.json``,
+    2-core AMD EPYC). CUDA and other devices: ``"sdpa"`` (memory-efficient attention with the merged bias);
     not yet measured against ``"triton"`` on a GPU.
     """
     del dtype  # the choice does not depend on it yet; kept so callers need not change when it does
