@@ -90,3 +90,25 @@ def test_switching_backend_keeps_weights():
             model.set_attention_backend(backend)
             torch.testing.assert_close(model(x), y, rtol=1e-5, atol=1e-5)
     assert model.config.attention_backend == CPU_BACKENDS[-1]
+
+
+def test_auto_chooses_by_device_and_gradient(monkeypatch):
+    from swinlab import kernels
+
+    assert kernels.select_backend("cpu") == "sdpa"  # CPU inference: SDPA's fused kernel on 4-D operands
+    assert kernels.select_backend("cpu", requires_grad=True) == "reference"  # CPU training
+    assert kernels.select_backend("cuda") == kernels.select_backend("cuda", requires_grad=True) == "sdpa"
+    ran = []
+    def spy(name, real):
+        return lambda *a, **k: ran.append(name) or real(*a, **k)
+
+    for name in ("reference", "sdpa"):
+        monkeypatch.setitem(kernels._WINDOWED, name, spy(name, kernels._WINDOWED[name]))
+    model = swinlab.create_model("swin_pico")
+    x = torch.randn(1, 3, 32, 32)
+    with torch.inference_mode():
+        model.eval()(x)
+    assert set(ran) == {"sdpa"}
+    ran.clear()
+    model.train()(x).sum().backward()
+    assert set(ran) == {"reference"}
