@@ -32,7 +32,7 @@ import torch
 import torchvision
 
 import swinlab
-from swinlab.analysis.benchmark import environment, prepare, run
+from swinlab.analysis.benchmark import COMPILE_MODES, environment, prepare, run
 from swinlab.kernels import linear as linear_kernels
 from swinlab.weights import convert, load_state_dict
 
@@ -44,7 +44,7 @@ def _progress(name: str, repeat: int, seconds: float) -> None:
 
 
 def _swin_models(backends: list[str], compile_: str | None,
-                 linear_backends: list[str]) -> dict[str, tuple[torch.nn.Module, bool, str | None]]:
+                 linear_backends: list[str]) -> dict[str, tuple[torch.nn.Module, bool | str, str | None]]:
     """``{label: (model, compile, linear backend)}``: timm, torchvision and swinlab per attention backend
     (and per linear backend after the first), timm's weights in all."""
     torch.manual_seed(0)
@@ -175,10 +175,10 @@ def main(argv=None) -> dict:
     p.add_argument("--mode", nargs="+", choices=["infer", "train"], default=["infer", "train"])
     p.add_argument("--backends", nargs="+", default=["auto"], help="swinlab attention backends to time")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
-                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   choices=COMPILE_MODES,
                    help="also time torch.compile'd swinlab and timm (MODE: torch.compile's mode; "
                         "reduce-overhead uses CUDA graphs)")
-    p.add_argument("--linear-backends", nargs="+", default=["auto"],
+    p.add_argument("--linear-backends", nargs="+", default=["auto"], choices=linear_kernels.BACKENDS,
                    help="swinlab linear-layer backends (swinlab.kernels.linear): the first for every model, "
                         "each further one adds a swinlab model per attention backend (e.g. auto torch)")
     p.add_argument("--scaling", nargs="+", type=int, help="instead: cost per pixel at these sizes")

@@ -28,7 +28,11 @@ import torch
 from torch import nn
 
 from .analysis import profile
+from .kernels import linear as linear_kernels
 from .models.registry import create_model, describe, get_config, list_models
+
+# the benchmark module by its full name: the package re-exports a function called `benchmark` over it
+bm = sys.modules["swinlab.analysis.benchmark"]
 
 # --- shared helpers ------------------------------------------------------------------------------
 
@@ -410,12 +414,12 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
                    help="infer (inference_mode forward) and/or train (forward, cross-entropy, backward, "
                         "AdamW)")
     p.add_argument("--compile", nargs="?", const="default", default=False, metavar="MODE",
-                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   choices=bm.COMPILE_MODES,
                    help="torch.compile every model (compile time reported apart); MODE: torch.compile's "
                         "mode (reduce-overhead: CUDA graphs)")
     p.add_argument("--backend", nargs="+", metavar="B",
                    help="time each Swin model once per window-attention backend (e.g. reference sdpa auto)")
-    p.add_argument("--linear-backend", nargs="+", metavar="L", choices=["auto", "torch", "onednn"],
+    p.add_argument("--linear-backend", nargs="+", metavar="L", choices=linear_kernels.BACKENDS,
                    help="time each model once per linear-layer backend (auto: oneDNN on x86 CPUs)")
     p.add_argument("--scaling", nargs="+", type=_positive_int, metavar="S",
                    help="instead, time each model at S×S for each S (e.g. 224 448 896): cost per pixel")
@@ -426,10 +430,6 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
 
 
 def _run_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    # the module by its full name: the package re-exports a function called `benchmark` over it
-    import swinlab.analysis.benchmark  # noqa: F401
-    bm = sys.modules["swinlab.analysis.benchmark"]
-
     size = _img_size(args.img_size, parser) or (224, 224)
     if args.device is not None:
         try:

@@ -213,8 +213,7 @@ def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int
             return state[0] + _tensor_bytes(opt_state)
 
     if linear_backend is not None:
-        with linear_kernels.use_backend(linear_backend):  # fail now on a name that cannot run here
-            pass
+        linear_kernels.check_backend(linear_backend)  # fail now on a name that cannot run here
         plain = fn
 
         def fn() -> None:

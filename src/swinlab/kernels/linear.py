@@ -41,14 +41,19 @@ ACTIVATIONS = (None, "gelu")
 _backend = "auto"
 
 
-def set_backend(name: str) -> None:
-    """Use ``name`` (one of :data:`BACKENDS`) for every swinlab linear layer from now on."""
-    global _backend
+def check_backend(name: str) -> None:
+    """Raise a clear error unless ``name`` is a backend that can run here."""
     if name not in BACKENDS:
         raise ValueError(f"unknown linear backend {name!r}; choose one of {list(BACKENDS)}")
     if name == "onednn" and not onednn_available():
         raise RuntimeError("linear backend 'onednn' needs a torch built with oneDNN (mkldnn) on x86-64; "
                            "use 'auto' or 'torch'")
+
+
+def set_backend(name: str) -> None:
+    """Use ``name`` (one of :data:`BACKENDS`) for every swinlab linear layer from now on."""
+    global _backend
+    check_backend(name)
     _backend = name
 
 

@@ -93,28 +93,30 @@ def window_order(map_size: Pair, window: Pair, shift: Pair,
     ``x.flatten(1, 2)[:, order].view(-1, Mh*Mw, C)`` equals
     ``window_partition(cyclic_shift(x, shift), window)`` and ``inverse`` undoes it, so the shift and
     the partition (and their reverse) are one gather each instead of two copies. ``map_size`` is the
-    padded size (multiples of the window). Cached per geometry in eager mode.
+    padded size (multiples of the window). Cached per geometry and device in eager mode, so a call
+    on the GPU copies nothing to it.
     """
+    key = (tuple(map_size), tuple(window), tuple(shift), torch.device(device or "cpu"))
     if torch.compiler.is_compiling():  # no Python cache under dynamo: built in the graph, then a constant
-        order, inverse = _window_order(tuple(map_size), tuple(window), tuple(shift))
-    else:
-        order, inverse = _window_order_cached(tuple(map_size), tuple(window), tuple(shift))
-    return order.to(device), inverse.to(device)
+        return _window_order(*key)
+    return _window_order_cached(*key)
 
 
-def _window_order(map_size: Pair, window: Pair, shift: Pair) -> tuple[torch.Tensor, torch.Tensor]:
+def _window_order(map_size: Pair, window: Pair, shift: Pair,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     h, w = map_size
     tokens = torch.arange(h * w).view(1, h, w, 1)  # each token's flat position
     order = window_partition(cyclic_shift(tokens, shift), window).reshape(-1)  # (H*W,)
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(h * w)
-    return order, inverse
+    return order.to(device), inverse.to(device)
 
 
 @lru_cache(maxsize=128)
 @torch.inference_mode(False)  # a cached tensor made under inference_mode could not be used in training
-def _window_order_cached(map_size: Pair, window: Pair, shift: Pair) -> tuple[torch.Tensor, torch.Tensor]:
-    return _window_order(map_size, window, shift)
+def _window_order_cached(map_size: Pair, window: Pair, shift: Pair,
+                         device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return _window_order(map_size, window, shift, device)
 
 
 class _Permute(torch.autograd.Function):
