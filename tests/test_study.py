@@ -134,7 +134,7 @@ def test_attention_maps_of_the_report_match_the_map_layout_recomputation():
     # windows (B*nW, N, 3C) rather than on the map (B, Hp, Wp, 3C); both must give the same map
     from swinlab import create_model
     from swinlab.analysis.attention_maps import query_attention_maps, window_attention_weights
-    from swinlab.layers.windows import pad_to_windows
+    from swinlab.functional.windows import pad_to_windows
 
     model = create_model("swin_micro_28").eval()
     x = torch.randn(2, 1, 28, 28)

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swinlab.layers.windows import (
+from swinlab.functional.windows import (
     cyclic_shift,
     fit_window,
     pad_to_windows,

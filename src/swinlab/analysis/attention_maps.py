@@ -13,9 +13,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..kernels.reference import relative_bias
+from ..functional.windows import (
+    cyclic_shift,
+    relative_bias,
+    shifted_window_mask,
+    window_partition,
+    window_reverse,
+)
 from ..layers import WindowAttention
-from ..layers.windows import cyclic_shift, shifted_window_mask, window_partition, window_reverse
 
 
 def window_attention_weights(attn: WindowAttention, qkv: torch.Tensor, map_size: tuple[int, int]):

@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..functional.pair import to_pair
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODES = ("infer", "train")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -112,14 +114,6 @@ class Step:
         }
 
 
-def _pair(v: int | Iterable[int]) -> tuple[int, int]:
-    if isinstance(v, int):
-        return (v, v)
-    t = tuple(int(i) for i in v)
-    if len(t) != 2:
-        raise ValueError(f"img_size must be an int or a pair (H, W), got {v!r}")
-    return t  # type: ignore[return-value]
-
 
 def _tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
@@ -161,7 +155,7 @@ def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int
         "cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda: CUDA is not available here; use device='cpu'")
-    size = _pair(img_size)
+    size = to_pair(img_size)
     config = getattr(model, "config", None)
     chans = in_chans or getattr(config, "in_chans", 3)
     model = model.to(dev)
@@ -279,7 +273,7 @@ def scaling(model_builder: Callable[[tuple[int, int]], nn.Module], sizes: Iterab
     """
     steps = {}
     for s in sizes:
-        size = _pair(s)
+        size = to_pair(s)
         steps[f"{name}@{size[0]}x{size[1]}"] = prepare(model_builder(size), batch_size=batch_size,
                                                        img_size=size, name=f"{name}@{size[0]}x{size[1]}",
                                                        **kwargs)
@@ -381,7 +375,7 @@ def build(name: str, *, img_size: int | tuple[int, int] | None = None,
                              f"torchvision:vit_b_16") from None
         kwargs = {}
         if img_size is not None and tv_name.startswith("vit_"):
-            size = _pair(img_size)
+            size = to_pair(img_size)
             if size[0] != size[1]:
                 raise ValueError(f"torchvision's ViT takes square images only, got {size}")
             kwargs["image_size"] = size[0]
@@ -390,7 +384,7 @@ def build(name: str, *, img_size: int | tuple[int, int] | None = None,
 
     overrides = {}
     if img_size is not None:
-        overrides["img_size"] = _pair(img_size)
+        overrides["img_size"] = to_pair(img_size)
     if backend is not None:
         if not hasattr(get_config(name), "attention_backend"):
             raise ValueError(f"{name} has no window attention; --backend applies to Swin models only")

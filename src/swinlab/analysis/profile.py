@@ -29,9 +29,9 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from ..functional.pair import Pair, to_pair
 from ..kernels import linear as _linear_kernels
 from ..layers import CrossAttention, WindowAttention
-from ..layers.windows import Pair
 
 
 def _linear_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
@@ -100,7 +100,7 @@ def profile(model: nn.Module, img_size: int | Pair | None = None, batch_size: in
           each), already included in the totals above; ``None`` without it.
     """
     config = model.config
-    size = _pair(img_size if img_size is not None else config.img_size)
+    size = to_pair(img_size if img_size is not None else config.img_size)
     if min(size) < 1 or batch_size < 1:
         raise ValueError(f"img_size {size} and batch_size {batch_size} must be positive")
     model_device = _device_of(model)
@@ -200,15 +200,6 @@ def _total(stages: list[dict], key: str) -> int | None:
     """``key`` summed over every block and head of every stage; ``None`` without window attention."""
     return sum(s[key] * s["blocks"] * s["num_heads"] for s in stages) if stages else None
 
-
-def _pair(v) -> Pair:
-    """``H`` or ``(H, W)`` → ``(H, W)``."""
-    if isinstance(v, int):
-        return (v, v)
-    t = tuple(int(i) for i in v)
-    if len(t) != 2:
-        raise ValueError(f"img_size must be an int or a pair (H, W), got {v!r}")
-    return t  # type: ignore[return-value]
 
 
 def _device_of(model: nn.Module) -> torch.device:

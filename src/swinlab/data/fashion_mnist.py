@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..files import atomic_open
+
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -105,10 +107,8 @@ def download(root: str | os.PathLike) -> Path:
         target = root / name
         if target.is_file():
             continue
-        tmp = target.with_suffix(".part")
-        with urllib.request.urlopen(URL + name, timeout=60) as r, open(tmp, "wb") as f:
+        with urllib.request.urlopen(URL + name, timeout=60) as r, atomic_open(target, "wb") as f:
             f.write(r.read())
-        os.replace(tmp, target)
     return root
 
 

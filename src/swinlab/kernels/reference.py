@@ -11,10 +11,10 @@ from functools import lru_cache
 
 import torch
 
-from ..layers.windows import (
+from ..functional.windows import (
     Pair,
     cyclic_shift,
-    relative_position_index,
+    relative_bias,
     shifted_window_mask,
     window_partition,
     window_reverse,
@@ -34,13 +34,6 @@ def _mask(map_size: Pair, window: Pair, shift: Pair, device: torch.device, dtype
     if torch.compiler.is_compiling():
         return shifted_window_mask(map_size, window, shift, device=device, dtype=dtype)
     return _cached_mask(map_size, window, shift, device, dtype)
-
-
-def relative_bias(table: torch.Tensor, window: Pair, table_window: Pair) -> torch.Tensor:
-    """Gather ``(heads, N, N)`` from a ``((2M-1)², heads)`` table for a window ``(Mh, Mw)``."""
-    n = window[0] * window[1]
-    index = relative_position_index(window, table_window).to(table.device)  # (N, N)
-    return table[index.view(-1)].view(n, n, -1).permute(2, 0, 1)  # (heads, N, N)
 
 
 def window_attention(
@@ -103,7 +96,7 @@ def attend_windows(
     """The attention of :func:`window_attention` on windows already shifted and partitioned.
 
     ``qkv`` is ``(B*nW, N, 3C)``: the projection of the windows of the (padded, rolled) map, in the
-    order of :func:`~swinlab.layers.windows.window_partition`. Returns ``(B*nW, N, C)``. This is the
+    order of :func:`~swinlab.functional.windows.window_partition`. Returns ``(B*nW, N, C)``. This is the
     form the model calls on CPU: rolling and partitioning the C-wide tokens *before* the q, k, v
     projection (as timm and torchvision do) moves a third of the bytes of doing it to the 3C-wide
     ``qkv`` (the per-token projection commutes with the token permutation). ``map_size`` is the

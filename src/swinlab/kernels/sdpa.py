@@ -17,8 +17,8 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from ..layers.windows import Pair
-from .reference import _mask, on_whole_map, relative_bias
+from ..functional.windows import Pair, relative_bias
+from .reference import _mask, on_whole_map
 
 # Inference cache of merged bias+mask per table tensor, keyed by the table's version. Tables are held
 # weakly (an entry dies with its table; a new tensor with a recycled id never sees a stale bias).

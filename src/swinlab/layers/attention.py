@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..functional.windows import Pair, fit_window, pad_to_windows, reverse_unshift, shift_partition
 from ..kernels import get_window_attention, get_windows_attention
 from .linear import Linear
 from .position import RelativePositionBias
-from .windows import Pair, fit_window, pad_to_windows, reverse_unshift, shift_partition
 
 
 class WindowAttention(nn.Module):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .windows import Pair
+from ..functional.windows import Pair, relative_bias
 
 
 class RelativePositionBias(nn.Module):
@@ -27,8 +27,6 @@ class RelativePositionBias(nn.Module):
 
     def forward(self, window: Pair | None = None) -> torch.Tensor:
         """The bias ``(heads, N, N)`` for ``window`` (default: the table's own window)."""
-        from ..kernels.reference import relative_bias
-
         return relative_bias(self.table, tuple(window or self.window_size), self.window_size)
 
 

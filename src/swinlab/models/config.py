@@ -1,20 +1,12 @@
-"""What every model family's config shares: pair normalization and a checked ``replace``."""
+"""What every model family's config shares: a checked ``replace`` (and ``to_pair``, re-exported)."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from ..layers.windows import Pair
+from ..functional.pair import Pair, to_pair
 
-
-def to_pair(v) -> Pair:
-    """``7`` → ``(7, 7)``; ``(7, 8)`` and ``[7, 8]`` → ``(7, 8)``."""
-    if isinstance(v, int):
-        return (v, v)
-    t = tuple(int(i) for i in v)
-    if len(t) != 2:
-        raise ValueError(f"expected an int or a pair of ints, got {v!r}")
-    return t  # type: ignore[return-value]
+__all__ = ["ConfigMixin", "Pair", "to_pair"]
 
 
 class ConfigMixin:

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..functional.pair import Pair
 from ..layers import DropPath, Mlp, PatchEmbed
 from ..layers.init import init_weights
 from ..layers.linear import Linear
 from ..layers.mlp import drop_path_rates, residual_mlp
-from ..layers.windows import Pair
 from .config import ConfigMixin, to_pair
 from .registry import register
 

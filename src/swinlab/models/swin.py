@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..functional.pair import Pair
 from ..layers import (
     AbsolutePositionEmbedding,
     DropPath,
@@ -35,7 +36,6 @@ from ..layers.global_context import GlobalContextConfig, GlobalContextFusion
 from ..layers.init import init_weights
 from ..layers.linear import Linear
 from ..layers.mlp import drop_path_rates, residual_mlp
-from ..layers.windows import Pair
 from .config import ConfigMixin, to_pair
 from .registry import register
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import lightning as L
@@ -25,6 +24,7 @@ from torch import nn
 
 from ..data import ImageDataModule, eval_transform, load_image
 from ..data.transforms import FASHION_MEAN, FASHION_STD, IMAGENET_MEAN, IMAGENET_STD
+from ..files import atomic_open
 from ..models.registry import create_model, get_config
 from ..weights import io as wio
 from .module import ClassificationModule
@@ -44,18 +44,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         if "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_open(path, "wb") as f:
+            torch.save(checkpoint, f)
 
 
 def _norm_stats(channels: int) -> tuple[list[float], list[float]]:

@@ -28,7 +28,6 @@ import math
 import os
 import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from pathlib import Path
 import torch
 
 from ..analysis.profile import profile
+from ..files import write_json
 from ..models.registry import create_model, get_config
 from .recipes import TrainConfig, get_recipe
 from .run import evaluate, fit, load_checkpoint
@@ -152,7 +152,7 @@ def run_ablations(out: str | os.PathLike, *, schedule: TrainConfig | None = None
                 continue
             log(f"[{i}/{len(todo)}] {variant.name} seed {seed}: training")
             result = run_one(variant, config, work / variant.name / f"seed{seed}", throughput)
-            _write_json(path, result)
+            write_json(path, result)
             log(f"[{i}/{len(todo)}] {variant.name} seed {seed}: top-1 {result['test']['acc1']:.2%}, "
                 f"{result['throughput']['images_per_s']:.0f} img/s, {result['wall_s']:.0f} s")
     return write_report(out, schedule=schedule, seeds=seeds, only=only, work=work, throughput=throughput)
@@ -299,7 +299,7 @@ def write_report(out: str | os.PathLike, *, schedule: TrainConfig, seeds: int,
                             "throughput": _plain(throughput.__dict__), "work": str(work)},
                "environment": env, "summary": summary, "missing": missing,
                "runs": {n: rs for n, rs in runs.items()}}
-    _write_json(out / "results.json", results)
+    write_json(out / "results.json", results)
     (out / "report.md").write_text(_report(schedule, seeds, summary, runs, env, throughput, figures, missing))
     return results
 
@@ -434,16 +434,3 @@ def _check_same_schedule(path: Path, config: TrainConfig) -> None:
                          "same settings as before")
 
 
-def _write_json(path: Path, data: dict) -> None:
-    """Write atomically: a study killed mid-write leaves no half ``result.json`` that counts as done."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would surprise readers of a results folder
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

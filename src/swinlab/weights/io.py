@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..files import atomic_path
 from .convert import infer_swin_config, unwrap
 
 FORMAT_VERSION = "1"
@@ -62,15 +62,8 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | N
         meta["swinlab.config"] = config_to_json(model.config)
     meta.update(metadata or {})
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
     return path
 
 

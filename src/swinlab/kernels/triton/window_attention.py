@@ -61,7 +61,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ...layers.windows import Pair, relative_position_index
+from ...functional.windows import Pair, relative_position_index
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -88,7 +88,7 @@ def _window_tokens(wid, r, c, H, W, SH, SW, NW, NWW, stride_b, stride_h, stride_
 
 @triton.jit
 def _region(wid, r, c, H, W, SH, SW, NW, NWW, MH: tl.constexpr, MW: tl.constexpr):
-    """Region id ``(BLOCK_N,)`` of each token in the rolled frame (see ``layers.windows.region_ids``)."""
+    """Region id ``(BLOCK_N,)`` of each token in the rolled frame (see ``functional.windows.region_ids``)."""
     w = wid % NW
     yr = (w // NWW) * MH + r
     xr = (w % NWW) * MW + c

@@ -11,7 +11,8 @@ so each can be tested on its own:
   gather each, by the token permutation of :func:`window_order`;
 * :func:`region_ids` / :func:`shifted_window_mask` - which tokens of a shifted window came from
   different regions of the map and so must not attend to each other (Fig. 4 of the paper);
-* :func:`relative_position_index` - index of the ``(2M-1)²`` bias table for every token pair.
+* :func:`relative_position_index` - index of the ``(2M-1)²`` bias table for every token pair;
+* :func:`relative_bias` - the bias ``(heads, N, N)`` gathered from such a table.
 
 Padding follows torchvision: the map is padded *before* the cyclic shift, padded tokens are zero
 vectors (their keys and values are the projection biases) and are not masked out. This equals the
@@ -25,7 +26,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-Pair = tuple[int, int]
+from .pair import Pair
 
 
 def fit_window(map_size: Pair, window_size: Pair, shift_size: Pair) -> tuple[Pair, Pair]:
@@ -236,3 +237,10 @@ def relative_position_index(window: Pair, table_window: Pair | None = None) -> t
     if torch.compiler.is_compiling():  # no Python cache under dynamo: traced, then a constant of the graph
         return _relative_position_index_cpu(tuple(window), table_window)
     return _relative_position_index_cached(tuple(window), table_window)
+
+
+def relative_bias(table: torch.Tensor, window: Pair, table_window: Pair) -> torch.Tensor:
+    """Gather ``(heads, N, N)`` from a ``((2M-1)², heads)`` table for a window ``(Mh, Mw)``."""
+    n = window[0] * window[1]
+    index = relative_position_index(window, table_window).to(table.device)  # (N, N)
+    return table[index.view(-1)].view(n, n, -1).permute(2, 0, 1)  # (heads, N, N)
