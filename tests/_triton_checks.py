@@ -19,7 +19,7 @@ import traceback
 import torch
 
 import swinlab
-from swinlab.kernels import get_window_attention
+from swinlab.kernels import WindowSpec, get_window_attention
 from swinlab.kernels.reference import window_attention as reference
 
 fused_module = importlib.import_module("swinlab.kernels.triton.window_attention")  # the package re-exports
@@ -41,18 +41,18 @@ def check_attention(case: dict, device: str) -> dict:
     tab64 = torch.randn((2 * tw[0] - 1) * (2 * tw[1] - 1), heads, generator=g, dtype=torch.float64)
     grad64 = torch.randn(batch, h, w, heads * d, generator=g, dtype=torch.float64)
     has_table = case.get("table", True)
-    kw = dict(num_heads=heads, window=tuple(case["window"]), shift=tuple(case["shift"]),
-              table_window=tw, mask_shifted=case.get("mask", True), use_qk=case.get("use_qk", True),
-              scale=d**-0.5)
+    spec = WindowSpec(num_heads=heads, window=tuple(case["window"]), shift=tuple(case["shift"]),
+                      table_window=tw, scale=d**-0.5, mask_shifted=case.get("mask", True),
+                      use_qk=case.get("use_qk", True))
 
     qkv = qkv64.to(device, dtype).requires_grad_()
     table = tab64.to(device, table_dtype).requires_grad_() if has_table else None
-    out = fused_module._attend(qkv, table=table, windows_per_program=case.get("wpp"), **kw)
+    out = fused_module.attend(qkv, table, spec, windows_per_program=case.get("wpp"))
     wrt = [t for t in (qkv, table) if t is not None]
     grads = torch.autograd.grad(out, wrt, grad64.to(device, dtype))
 
     ref_in = [t.detach().cpu().double().requires_grad_() for t in wrt]  # the same (rounded) inputs
-    ref = reference(ref_in[0], table=ref_in[1] if has_table else None, **kw)
+    ref = reference(ref_in[0], ref_in[1] if has_table else None, spec)
     ref_grads = torch.autograd.grad(ref, ref_in, grad64.to(dtype).double())
 
     assert out.dtype == dtype and grads[0].dtype == dtype, (out.dtype, grads[0].dtype)

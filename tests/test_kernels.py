@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import swinlab
-from swinlab.kernels import available_backends, backend_devices, get_window_attention
+from swinlab.kernels import WindowSpec, available_backends, backend_devices, get_window_attention
 from swinlab.kernels.reference import window_attention as reference
 
 CPU_BACKENDS = [b for b in available_backends() if backend_devices(b) is None or "cpu" in backend_devices(b)]
@@ -17,6 +17,8 @@ CASES = [  # (map H, W, window, shift, table, mask_shifted, use_qk)
     (8, 8, (4, 4), (2, 2), True, False, True),
     (8, 8, (4, 4), (2, 2), True, True, False),
     (6, 9, (3, 3), (1, 1), True, True, True),
+    (8, 8, (4, 4), (0, 0), False, True, False),  # logits neither QKᵀ nor B: uniform within each window
+    (8, 8, (4, 4), (2, 2), False, True, False),  # the mask alone
 ]
 
 
@@ -33,10 +35,10 @@ def _inputs(h, w, heads=2, d=8, batch=2, dtype=torch.float64, table_window=(7, 7
 def test_backend_matches_reference_forward_and_backward(backend, case):
     h, w, window, shift, has_table, mask_shifted, use_qk = case
     qkv, table = _inputs(h, w, table=has_table)
-    kw = dict(num_heads=2, window=window, shift=shift, table=table, table_window=(7, 7),
-              mask_shifted=mask_shifted, use_qk=use_qk, scale=8**-0.5)
-    ref = reference(qkv, **kw)
-    out = get_window_attention(backend)(qkv, **kw)
+    spec = WindowSpec(num_heads=2, window=window, shift=shift, table_window=(7, 7), scale=8**-0.5,
+                      mask_shifted=mask_shifted, use_qk=use_qk)
+    ref = reference(qkv, table, spec)
+    out = get_window_attention(backend)(qkv, table, spec)
     assert out.shape == ref.shape == (2, h, w, 16)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     grad = torch.randn_like(ref)
@@ -51,9 +53,9 @@ def test_backend_matches_reference_forward_and_backward(backend, case):
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 2e-5), (torch.bfloat16, 3e-2)])
 def test_backend_in_lower_precision(backend, dtype, tol):
     qkv, table = _inputs(14, 14, dtype=dtype)
-    kw = dict(num_heads=2, window=(7, 7), shift=(3, 3), table=table, table_window=(7, 7), scale=8**-0.5)
-    ref = reference(qkv.double(), **{**kw, "table": table.double()})
-    out = get_window_attention(backend)(qkv, **kw)
+    spec = WindowSpec(num_heads=2, window=(7, 7), shift=(3, 3), table_window=(7, 7), scale=8**-0.5)
+    ref = reference(qkv.double(), table.double(), spec)
+    out = get_window_attention(backend)(qkv, table, spec)
     assert out.dtype == dtype
     torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol)
 

@@ -98,9 +98,9 @@ def test_backend_is_registered_for_its_devices():
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="the interpreter takes CPU tensors")
 def test_cpu_tensor_without_interpreter_fails_clearly():
-    from swinlab.kernels import get_window_attention
+    from swinlab.kernels import WindowSpec, get_window_attention
 
     qkv = torch.randn(1, 8, 8, 48)
     with pytest.raises(RuntimeError, match=r"needs a CUDA tensor.*TRITON_INTERPRET=1.*'reference' or 'sdpa'"):
-        get_window_attention("triton")(qkv, num_heads=2, window=(4, 4), shift=(0, 0), table=None,
-                                       table_window=(4, 4), scale=0.25)
+        get_window_attention("triton")(qkv, None, WindowSpec(num_heads=2, window=(4, 4), shift=(0, 0),
+                                                             table_window=(4, 4), scale=0.25))

@@ -39,19 +39,14 @@ def _linear_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
     return 2 * math.prod(x_shape) * w_shape[0]
 
 
-def _linear_add_flops(x_shape, other_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
-    return _linear_flops(x_shape, w_shape)
-
-
 # Kernels FlopCounterMode does not price by itself: the fused CPU attention SDPA dispatches to, and
-# swinlab's oneDNN linear operators (swinlab.kernels.linear; opaque to the counter).
+# swinlab's oneDNN linear operator (swinlab.kernels.linear; opaque to the counter).
 _EXTRA_FLOPS = {}
 if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
     _EXTRA_FLOPS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = (
         lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v))
 if _linear_kernels.onednn_available():
     _EXTRA_FLOPS[torch.ops.swinlab.onednn_linear] = _linear_flops
-    _EXTRA_FLOPS[torch.ops.swinlab.onednn_linear_add] = _linear_add_flops
 
 
 def profile(model: nn.Module, img_size: int | Pair | None = None, batch_size: int = 1, *,

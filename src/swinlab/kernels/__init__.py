@@ -1,34 +1,43 @@
-"""Interchangeable implementations of window attention behind one signature.
+"""Interchangeable implementations of window attention behind one signature, and the linear-layer GEMMs.
 
-Every backend is a function with the signature of :func:`swinlab.kernels.reference.window_attention`
-and must equal it within dtype tolerance (forward and gradients). A backend may also offer the
-same attention on windows already shifted and partitioned (:func:`get_windows_attention`, the
-signature of :func:`swinlab.kernels.reference.attend_windows`); the model then rolls and partitions
-the C-wide tokens before the q, k, v projection, a third of the bytes of doing it to ``qkv``.
-Fused kernels that do the shift and partition by index (``"triton"``) take the whole map only.
+Every window-attention backend is a function ``fn(qkv, table, spec)`` with the semantics of
+:func:`swinlab.kernels.reference.window_attention` (``qkv`` the ``(B, H, W, 3C)`` map, ``table`` the
+relative-bias table or ``None``, ``spec`` a :class:`WindowSpec`) and must equal it within dtype
+tolerance, forward and gradients. A backend may also offer the same attention on windows already
+shifted and partitioned (:func:`get_windows_attention`, the signature of
+:func:`swinlab.kernels.reference.attend_windows`); the model then rolls and partitions the C-wide tokens
+before the q, k, v projection, a third of the bytes of doing it to ``qkv``. Fused kernels that do the
+shift and partition by index (``"triton"``) take the whole map only.
 
 ``"auto"`` decides on every call from the tensors' device and whether a gradient is needed (see
 :func:`select_backend`), so a model moved between devices never runs a backend that fails there:
 ``"sdpa"`` on CUDA and in CPU inference, ``"reference"`` in CPU training (each measured the fastest
 there: ``benchmarks/results/``).
-The fused ``"triton"`` backend is registered when ``triton`` is installed; it takes CUDA tensors
-(CPU ones too under ``TRITON_INTERPRET=1``, for tests), see :func:`backend_devices`. ``auto`` does
-not choose it until it has been measured faster on a GPU; select it by name.
+
+The fused ``"triton"`` backend is listed when ``triton`` is installed and imported only when it is
+first asked for by name (a broken Triton cannot break ``import swinlab``); it takes CUDA tensors (CPU
+ones too under ``TRITON_INTERPRET=1``, for tests), see :func:`backend_devices`. ``auto`` does not choose
+it until it has been measured faster on a GPU.
+
+The linear layers' backends are in :mod:`swinlab.kernels.linear`.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from collections.abc import Callable
 
 import torch
 
+from ..errors import ConfigError
 from .reference import attend_windows as reference_attend_windows
 from .reference import window_attention as reference_window_attention
 from .sdpa import attend_windows as sdpa_attend_windows
 from .sdpa import window_attention as sdpa_window_attention
+from .spec import WindowSpec
 
-WindowAttentionFn = Callable[..., "object"]
+WindowAttentionFn = Callable[..., torch.Tensor]
 
 _BACKENDS: dict[str, WindowAttentionFn] = {
     "reference": reference_window_attention,
@@ -39,6 +48,10 @@ _WINDOWED: dict[str, WindowAttentionFn] = {  # backend → its attention on part
     "sdpa": sdpa_attend_windows,
 }
 _DEVICES: dict[str, tuple[str, ...] | None] = {}  # backend → device types it takes (absent: any)
+# Backends registered on first use: name → (module, whether it can be imported here).
+_LAZY: dict[str, tuple[str, Callable[[], bool]]] = {
+    "triton": ("swinlab.kernels.triton", lambda: importlib.util.find_spec("triton") is not None),
+}
 
 
 def register_backend(name: str, fn: WindowAttentionFn, *, devices: tuple[str, ...] | None = None,
@@ -53,22 +66,44 @@ def register_backend(name: str, fn: WindowAttentionFn, *, devices: tuple[str, ..
         _WINDOWED.pop(name, None)
 
 
-def backend_devices(name: str) -> tuple[str, ...] | None:
-    """Device types (``"cpu"``, ``"cuda"``, ...) whose tensors backend ``name`` takes; ``None``: any."""
-    get_window_attention(name)  # unknown names fail here
-    return _DEVICES.get(name)
-
-
-if importlib.util.find_spec("triton") is not None:
-    from .triton import DEVICES as _TRITON_DEVICES
-    from .triton import window_attention as triton_window_attention
-
-    register_backend("triton", triton_window_attention, devices=_TRITON_DEVICES)
+def _load(name: str) -> None:
+    """Import and register the lazily registered backend ``name``."""
+    module_name, _ = _LAZY[name]
+    module = importlib.import_module(module_name)
+    register_backend(name, module.window_attention, devices=module.DEVICES)
 
 
 def available_backends() -> list[str]:
-    """Names accepted by ``attention_backend`` (besides ``"auto"``)."""
-    return sorted(_BACKENDS)
+    """Names accepted by ``attention_backend`` (besides ``"auto"``); lazy ones are not imported."""
+    lazy = [name for name, (_, importable) in _LAZY.items() if name not in _BACKENDS and importable()]
+    return sorted([*_BACKENDS, *lazy])
+
+
+def get_window_attention(name: str = "auto") -> WindowAttentionFn:
+    """The window-attention function called ``name``; ``"auto"`` chooses one per call."""
+    if name == "auto":
+        return _auto
+    if name not in _BACKENDS and name in _LAZY and _LAZY[name][1]():
+        _load(name)
+    try:
+        return _BACKENDS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown attention_backend {name!r}; choose one of {['auto', *available_backends()]}"
+        ) from None
+
+
+def get_windows_attention(name: str = "auto") -> WindowAttentionFn | None:
+    """Backend ``name``'s attention on partitioned windows (signature of
+    :func:`swinlab.kernels.reference.attend_windows`), or ``None`` if it takes whole maps only."""
+    get_window_attention(name)  # unknown names fail here
+    return _auto_windows if name == "auto" else _WINDOWED.get(name)
+
+
+def backend_devices(name: str) -> tuple[str, ...] | None:
+    """Device types (``"cpu"``, ``"cuda"``, ...) whose tensors backend ``name`` takes; ``None``: any."""
+    get_window_attention(name)  # unknown names fail here; lazy ones are loaded
+    return _DEVICES.get(name)
 
 
 def select_backend(device: torch.device | str, dtype: torch.dtype = torch.float32,
@@ -93,32 +128,24 @@ def _needs_grad(qkv: torch.Tensor, table: torch.Tensor | None) -> bool:
     return torch.is_grad_enabled() and (qkv.requires_grad or (table is not None and table.requires_grad))
 
 
-def _auto(qkv: torch.Tensor, **kwargs) -> torch.Tensor:
+def _auto(qkv: torch.Tensor, table: torch.Tensor | None, spec: WindowSpec) -> torch.Tensor:
     """``"auto"`` on the whole map: the backend of :func:`select_backend` for ``qkv``."""
-    name = select_backend(qkv.device, qkv.dtype, _needs_grad(qkv, kwargs.get("table")))
-    return _BACKENDS[name](qkv, **kwargs)
+    return _BACKENDS[select_backend(qkv.device, qkv.dtype, _needs_grad(qkv, table))](qkv, table, spec)
 
 
-def _auto_windows(qkv: torch.Tensor, **kwargs) -> torch.Tensor:
+def _auto_windows(qkv: torch.Tensor, table: torch.Tensor | None, spec: WindowSpec, *,
+                  map_size: tuple[int, int]) -> torch.Tensor:
     """``"auto"`` on partitioned windows: the backend of :func:`select_backend` for ``qkv``."""
-    name = select_backend(qkv.device, qkv.dtype, _needs_grad(qkv, kwargs.get("table")))
-    return _WINDOWED[name](qkv, **kwargs)
+    name = select_backend(qkv.device, qkv.dtype, _needs_grad(qkv, table))
+    return _WINDOWED[name](qkv, table, spec, map_size=map_size)
 
 
-def get_window_attention(name: str = "auto") -> WindowAttentionFn:
-    """The window-attention function called ``name``; ``"auto"`` chooses one per call."""
-    if name == "auto":
-        return _auto
-    try:
-        return _BACKENDS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown attention_backend {name!r}; choose one of {['auto', *available_backends()]}"
-        ) from None
-
-
-def get_windows_attention(name: str = "auto") -> WindowAttentionFn | None:
-    """Backend ``name``'s attention on partitioned windows (signature of
-    :func:`swinlab.kernels.reference.attend_windows`), or ``None`` if it takes whole maps only."""
-    get_window_attention(name)  # unknown names fail here
-    return _auto_windows if name == "auto" else _WINDOWED.get(name)
+__all__ = [
+    "WindowSpec",
+    "available_backends",
+    "backend_devices",
+    "get_window_attention",
+    "get_windows_attention",
+    "register_backend",
+    "select_backend",
+]

@@ -4,76 +4,51 @@ Every projection of a transformer (q, k, v, output, the two MLP layers, patch me
 ``y = x Wᵀ + b``; in Swin-T they are 97% of the multiply-accumulates. On the CPU, torch's own
 float32 matmul calls MKL's ``sgemm``; every x86 build of torch also carries oneDNN, reached through
 ``torch.ops.mkldnn._linear_pointwise`` (the op ``torch.compile``'s CPU backend uses for frozen
-weights). On the development machine (AMD EPYC, Zen 5, AVX-512) MKL runs its AVX2 code on this
-non-Intel processor, ≈ 48 GMAC/s per core on Swin-T's shapes, while oneDNN uses AVX-512 at
-≈ 110 GMAC/s (``benchmarks/results/README.md``): the same IEEE float32 arithmetic, results equal
-to rounding (about 1e-6 relative; no reduced-precision mode is involved).
+weights). On an AMD EPYC with AVX-512 (Zen 5) MKL runs its AVX2 code on this non-Intel processor,
+≈ 48 GMAC/s per core on Swin-T's shapes, while oneDNN uses AVX-512 at ≈ 110 GMAC/s
+(``benchmarks/results/README.md``): the same IEEE float32 arithmetic, results equal to rounding
+(about 1e-6 relative; no reduced-precision mode is involved).
 
-oneDNN also applies an activation or a residual add to the GEMM's output tile while it is still in
-cache ("post-ops"): ``linear(x, w, b, activation="gelu")`` is the MLP's first layer and its exact
-(erf) GELU in one pass, ``linear(x, w, b, residual=r)`` is ``r + x Wᵀ + b``; in inference this
-removes a full read and write of the MLP's 4C-wide hidden tensor (GELU: 7% of Swin-T's CPU time).
+oneDNN also applies an activation to the GEMM's output tile while it is still in cache (a
+"post-op"): :func:`linear_gelu` is the MLP's first layer and its exact (erf) GELU in one pass, which
+in inference removes a full read and write of the MLP's 4C-wide hidden tensor.
 
-Backends, chosen with :func:`use_backend` (a context manager) or :func:`set_backend`:
+Backends, named per call (a model records its choice in its config as ``linear_backend``; there is
+no process-wide switch):
 
-* ``"torch"``: :func:`torch.nn.functional.linear` then the activation / add, on any device;
+* ``"torch"``: :func:`torch.nn.functional.linear` (then the activation), on any device;
 * ``"onednn"``: oneDNN, CPU float32 only, as the custom operators ``torch.ops.swinlab.onednn_linear``
-  and ``onednn_linear_add`` with their own backward (both gradients are oneDNN products too), so
-  training gains as well, and ``torch.compile`` keeps them in its graph;
-* ``"auto"`` (default): ``"onednn"`` for float32 CPU tensors outside autocast on x86-64 where torch
-  was built with oneDNN, ``"torch"`` everywhere else (CUDA: cuBLAS(Lt) already runs near the
-  tensor-core peak; bfloat16 on the CPU: torch's matmul already calls oneDNN). Measured on AMD
-  only; on Intel processors MKL also runs AVX-512, and oneDNN (Intel's own) is expected to be on par
-  there (not measured: ``swinlab bench --linear-backend auto torch`` tells on any machine).
+  with its own backward (both gradients are oneDNN products too), so training gains as well, and
+  ``torch.compile`` keeps it in its graph;
+* ``"auto"``: ``"onednn"`` for float32 CPU tensors outside autocast where oneDNN is here and passed
+  its self-check, ``"torch"`` everywhere else: CUDA (cuBLAS(Lt) already runs near the tensor-core
+  peak), bfloat16 on the CPU (torch's matmul already calls oneDNN), and while a graph is captured by
+  ``torch.export``, the ONNX exporter or ``torch.jit.trace``, so an exported program holds the
+  standard ``aten.linear`` only (see :func:`exporting`).
+
+``torch.ops.mkldnn._linear_pointwise`` is a private operator of torch. It is checked once, when this
+module is imported, against ``F.linear`` on a small product; if it is missing, raises, or disagrees,
+swinlab warns once and every ``"auto"`` call runs ``F.linear`` (``"onednn"`` named explicitly then
+fails with the reason), so a torch upgrade that changes it costs speed, never a wrong or failing
+forward.
 """
 
 from __future__ import annotations
 
-import contextlib
 import platform
+import warnings
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+
 BACKENDS = ("auto", "torch", "onednn")
-ACTIVATIONS = (None, "gelu")
 
-_backend = "auto"
-
-
-def check_backend(name: str) -> None:
-    """Raise a clear error unless ``name`` is a backend that can run here."""
-    if name not in BACKENDS:
-        raise ValueError(f"unknown linear backend {name!r}; choose one of {list(BACKENDS)}")
-    if name == "onednn" and not onednn_available():
-        raise RuntimeError("linear backend 'onednn' needs a torch built with oneDNN (mkldnn) on x86-64; "
-                           "use 'auto' or 'torch'")
+_SCHEMA = "(Tensor x, Tensor weight, Tensor? bias, str attr) -> Tensor"
 
 
-def set_backend(name: str) -> None:
-    """Use ``name`` (one of :data:`BACKENDS`) for every swinlab linear layer from now on."""
-    global _backend
-    check_backend(name)
-    _backend = name
-
-
-def get_backend() -> str:
-    """The backend set by :func:`set_backend` / :func:`use_backend` (``"auto"`` unless changed)."""
-    return _backend
-
-
-@contextlib.contextmanager
-def use_backend(name: str):
-    """``with use_backend("torch"): model(x)`` runs the linear layers on that backend, then restores."""
-    previous = _backend
-    set_backend(name)
-    try:
-        yield
-    finally:
-        set_backend(previous)
-
-
-def _has_onednn() -> bool:
+def _onednn_present() -> bool:
     if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
         return False
     try:
@@ -82,56 +57,16 @@ def _has_onednn() -> bool:
         return False
 
 
-_ONEDNN = _has_onednn()  # decided once, at import: a constant to torch.compile, and no op is run for it
-
-
-def onednn_available() -> bool:
-    """Whether ``torch.ops.mkldnn._linear_pointwise`` exists here (an x86-64 torch built with oneDNN)."""
-    return _ONEDNN
-
-
-def _onednn_takes(x: torch.Tensor) -> bool:
-    """float32 CPU maths that autocast does not lower (under autocast, F.linear runs in bfloat16)."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-
-
-def select_backend(x: torch.Tensor) -> str:
-    """The backend a call on ``x`` runs: the set one, or for ``"auto"`` the rule of the module doc."""
-    if _backend == "onednn" and not _onednn_takes(x):
-        raise RuntimeError(
-            f"linear backend 'onednn' takes float32 CPU tensors outside autocast, got {x.dtype} on "
-            f"{x.device}; use swinlab.kernels.linear.set_backend('auto') (or 'torch')")
-    if _backend != "auto":
-        return _backend
-    return "onednn" if _onednn_takes(x) and onednn_available() else "torch"
-
-
-# The oneDNN products as operators of their own (torch.library custom ops): eager mode calls them like
-# any op, and torch.compile keeps them as opaque calls in its graph (inductor cannot lower oneDNN's op
-# with weights that are graph inputs) and fuses the LayerNorms, softmaxes and adds around them.
-_LINEAR_SCHEMA = "(Tensor x, Tensor weight, Tensor? bias, str attr) -> Tensor"
-_LINEAR_ADD_SCHEMA = "(Tensor x, Tensor other, Tensor weight, Tensor? bias) -> Tensor"
-
-
 def _onednn_linear(x, weight, bias, attr):
     """``attr(x Wᵀ + b)`` (``attr``: ``"none"`` or ``"gelu"``, exact erf form); ``x`` of any rank, either
     operand may be a transposed view (checked against float64 over many shapes, ``tests/test_linear.py``)."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, attr, [], "none" if attr == "gelu" else "")
 
 
-def _onednn_linear_add(x, other, weight, bias):
-    """``other + x Wᵀ + b``, the add done on the GEMM's output tile."""
-    return torch.ops.mkldnn._linear_pointwise.binary(x, other, weight, bias, "add")
-
-
-def _out_like(x, weight):
-    return x.new_empty((*x.shape[:-1], weight.shape[0]))
-
-
 def _linear_setup(ctx, inputs, output):
     x, weight, bias, attr = inputs
     if attr != "none":
-        ctx.mark_non_differentiable(output)  # fused activations are for inference only (see linear())
+        ctx.mark_non_differentiable(output)  # fused activations are for inference only (see linear_gelu)
     ctx.save_for_backward(x, weight)
     ctx.has_bias = bias is not None
 
@@ -157,54 +92,130 @@ def _linear_backward(ctx, dy):
     return dx, dw, db, None
 
 
-if onednn_available():
-    _linear_op = torch.library.custom_op("swinlab::onednn_linear", _onednn_linear, mutates_args=(),
-                                         device_types="cpu", schema=_LINEAR_SCHEMA)
-    _linear_op.register_fake(lambda x, weight, bias, attr: _out_like(x, weight))
-    _linear_op.register_autograd(_linear_backward, setup_context=_linear_setup)
-    _add_op = torch.library.custom_op("swinlab::onednn_linear_add", _onednn_linear_add, mutates_args=(),
-                                      device_types="cpu", schema=_LINEAR_ADD_SCHEMA)
-    _add_op.register_fake(lambda x, other, weight, bias: _out_like(x, weight))
+# The oneDNN product as an operator of its own (a torch.library custom op): eager mode calls it like any
+# op, and torch.compile keeps it as an opaque call in its graph (inductor cannot lower oneDNN's op with
+# weights that are graph inputs) and fuses the LayerNorms, softmaxes and adds around it.
+if _onednn_present():
+    _op = torch.library.custom_op("swinlab::onednn_linear", _onednn_linear, mutates_args=(),
+                                  device_types="cpu", schema=_SCHEMA)
+    _op.register_fake(lambda x, weight, bias, attr: x.new_empty((*x.shape[:-1], weight.shape[0])))
+    _op.register_autograd(_linear_backward, setup_context=_linear_setup)
 
 
-def _needs_grad(*tensors: torch.Tensor | None) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+def self_check(op=None) -> str | None:
+    """Run oneDNN's product (``op``, default the registered one) on a small problem and compare it with
+    ``F.linear`` (and ``F.gelu`` of it). Returns ``None`` when it agrees, else why it cannot be used."""
+    if op is None:
+        if not _onednn_present():
+            return "this torch has no oneDNN linear operator (x86-64 builds with mkldnn have one)"
+        op = torch.ops.swinlab.onednn_linear
+    g = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(s, generator=g) for s in ((2, 3, 24), (40, 24), (40,)))
+    try:
+        with torch.inference_mode():
+            y, y_gelu = op(x, w, b, "none"), op(x, w, b, "gelu")
+    except Exception as e:  # a changed private op fails in many ways: report it, whatever it is
+        return f"oneDNN's linear operator failed: {type(e).__name__}: {e}"
+    ref = F.linear(x, w, b)
+    for got, want, what in ((y, ref, "x Wᵀ + b"), (y_gelu, F.gelu(ref), "gelu(x Wᵀ + b)")):
+        if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-4):
+            return f"oneDNN's linear operator disagrees with F.linear on {what}"
+    return None
+
+
+def _check_once() -> bool:
+    """Run :func:`self_check` and warn if oneDNN is here but unusable; the result is :data:`_ONEDNN`."""
+    if not _onednn_present():
+        return False
+    problem = self_check()
+    if problem is not None:
+        warnings.warn(f"{problem}; swinlab's 'auto' linear layers use F.linear instead (slower on some "
+                      f"CPUs, same results)", RuntimeWarning, stacklevel=2)
+    return problem is None
+
+
+# Checked once, at import (one 2×3×24 product, ~3 ms): a constant to torch.compile, which must not trace
+# a check, and the same answer for every model of the process.
+_ONEDNN = _check_once()
+
+
+def onednn_available() -> bool:
+    """Whether the ``"onednn"`` backend can run here: an x86-64 torch built with oneDNN whose operator
+    passed :func:`self_check` at import."""
+    return _ONEDNN
+
+
+def check_backend(name: str) -> None:
+    """Raise a :class:`~swinlab.errors.ConfigError` unless ``name`` is a backend that can run here."""
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown linear backend {name!r}; choose one of {list(BACKENDS)}")
+    if name == "onednn" and not onednn_available():
+        why = self_check() or "it is not available"
+        raise ConfigError(f"linear backend 'onednn' cannot run here: {why}; use 'auto' or 'torch'")
+
+
+def exporting() -> bool:
+    """Whether a graph is being captured for export (``torch.export``, the ONNX exporter, or
+    ``torch.jit.trace``): ``"auto"`` then runs ``F.linear``, so the graph holds standard ops only."""
+    return bool(torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+
+
+def _onednn_takes(x: torch.Tensor) -> bool:
+    """float32 CPU maths that autocast does not lower (under autocast, F.linear runs in bfloat16)."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+
+
+def select_backend(backend: str, x: torch.Tensor) -> str:
+    """The backend (``"torch"`` or ``"onednn"``) a call with ``backend`` runs on ``x``: the rule of the
+    module doc for ``"auto"``; a named backend that cannot take ``x`` is an error."""
+    if backend == "torch":
+        return "torch"
+    if backend == "onednn":
+        if not _onednn_takes(x):
+            raise RuntimeError(
+                f"linear backend 'onednn' takes float32 CPU tensors outside autocast, got {x.dtype} on "
+                f"{x.device}; build the model with linear_backend='auto' (or 'torch'), or call "
+                f"model.set_linear_backend('auto')")
+        return "onednn"
+    if backend != "auto":
+        check_backend(backend)
+    return "onednn" if _onednn_takes(x) and not exporting() and onednn_available() else "torch"
+
+
+def _check_shapes(x: torch.Tensor, weight: torch.Tensor) -> None:
+    if weight.dim() != 2 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: x {tuple(x.shape)} and weight {tuple(weight.shape)} do not fit: the last "
+                         f"axis of x must equal the weight's second (in_features)")
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
-           activation: str | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
-    """``act(x Wᵀ + b)`` or ``residual + x Wᵀ + b`` on the backend of :func:`select_backend`.
+           backend: str = "auto") -> torch.Tensor:
+    """``x Wᵀ + b`` on ``backend`` (see :func:`select_backend`), with autograd on every backend.
 
     Args:
         x: ``(..., K)`` inputs.
         weight: ``(N, K)``, as ``nn.Linear.weight``.
         bias: ``(N,)`` or ``None``.
-        activation: ``None`` or ``"gelu"`` (exact, erf form: ``nn.GELU()``'s default).
-        residual: ``(..., N)`` added to the output (not with ``activation``).
+        backend: ``"auto"``, ``"torch"`` or ``"onednn"``.
 
     Returns:
-        ``(..., N)``. With the oneDNN backend in inference (no gradient needed) the activation or the
-        add is fused into the GEMM; in training the GEMM runs on oneDNN with autograd and the
-        activation / add is a separate torch op, so the backward is torch's own.
+        ``(..., N)``.
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    if activation is not None and residual is not None:
-        raise ValueError("linear() takes an activation or a residual, not both")
-    if weight.dim() != 2 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"linear: x {tuple(x.shape)} and weight {tuple(weight.shape)} do not fit: the last "
-                         f"axis of x must equal the weight's second (in_features)")
-    if select_backend(x) == "onednn":
-        ops = torch.ops.swinlab
-        if not _needs_grad(x, weight, bias, residual):
-            if activation == "gelu":
-                return ops.onednn_linear(x, weight, bias, "gelu")
-            fits = residual is not None and tuple(residual.shape) == (*x.shape[:-1], weight.shape[0])
-            if fits and residual.is_contiguous() and residual.dtype == x.dtype:
-                return ops.onednn_linear_add(x, residual, weight, bias)
-        y = ops.onednn_linear(x, weight, bias, "none")
-    else:
-        y = F.linear(x, weight, bias)
-    if activation == "gelu":
-        return F.gelu(y)
-    return y if residual is None else residual + y
+    _check_shapes(x, weight)
+    if select_backend(backend, x) == "onednn":
+        return torch.ops.swinlab.onednn_linear(x, weight, bias, "none")
+    return F.linear(x, weight, bias)
+
+
+def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
+                backend: str = "auto") -> torch.Tensor:
+    """``gelu(x Wᵀ + b)`` (exact, erf form: ``nn.GELU()``'s default), the GELU fused into the GEMM where
+    the backend is oneDNN and no gradient is needed; otherwise :func:`linear` then ``F.gelu``, whose
+    backward is torch's own."""
+    _check_shapes(x, weight)
+    if select_backend(backend, x) == "onednn":
+        grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+        if not grad:
+            return torch.ops.swinlab.onednn_linear(x, weight, bias, "gelu")
+        return F.gelu(torch.ops.swinlab.onednn_linear(x, weight, bias, "none"))
+    return F.gelu(F.linear(x, weight, bias))

@@ -19,6 +19,7 @@ from ..functional.windows import (
     window_partition,
     window_reverse,
 )
+from .spec import WindowSpec
 
 
 @lru_cache(maxsize=128)
@@ -36,86 +37,56 @@ def _mask(map_size: Pair, window: Pair, shift: Pair, device: torch.device, dtype
     return _cached_mask(map_size, window, shift, device, dtype)
 
 
-def window_attention(
-    qkv: torch.Tensor,
-    *,
-    num_heads: int,
-    window: Pair,
-    shift: Pair,
-    table: torch.Tensor | None,
-    table_window: Pair,
-    mask_shifted: bool = True,
-    use_qk: bool = True,
-    scale: float,
-) -> torch.Tensor:
+def window_attention(qkv: torch.Tensor, table: torch.Tensor | None, spec: WindowSpec) -> torch.Tensor:
     """Multi-head self-attention inside (shifted) windows of a channels-last map.
 
     Args:
         qkv: ``(B, H, W, 3C)`` projected queries, keys and values of the padded map (H, W multiples
-            of ``window``), in the channel order ``[q | k | v]``, each ``heads × d``.
-        num_heads: number of heads; ``C`` must divide by it.
-        window: ``(Mh, Mw)`` effective window.
-        shift: ``(Sh, Sw)`` cyclic shift; ``(0, 0)`` for W-MSA.
+            of ``spec.window``), in the channel order ``[q | k | v]``, each ``heads × d``.
         table: relative position bias table ``((2Mh'-1)(2Mw'-1), heads)`` or ``None`` (no bias).
-        table_window: the window ``(Mh', Mw')`` the table was built for (≥ ``window``).
-        mask_shifted: mask token pairs from different regions in shifted windows (the paper);
-            ``False`` is the "shifted windows without masking" ablation.
-        use_qk: include the content term ``QKᵀ/√d``; ``False`` is "rel. pos. w/o app." (logits = B).
-        scale: the factor on ``QKᵀ``, normally ``d**-0.5``.
+        spec: heads, window, shift, the table's window, scale and the ablation switches.
 
     Returns:
         ``(B, H, W, C)`` attention output, un-shifted, before the output projection.
     """
-    return on_whole_map(attend_windows, qkv, num_heads=num_heads, window=window, shift=shift, table=table,
-                        table_window=table_window, mask_shifted=mask_shifted, use_qk=use_qk, scale=scale)
+    return on_whole_map(attend_windows, qkv, table, spec)
 
 
-def on_whole_map(attend, qkv: torch.Tensor, *, window: Pair, shift: Pair, **kwargs) -> torch.Tensor:
+def on_whole_map(attend, qkv: torch.Tensor, table: torch.Tensor | None, spec: WindowSpec) -> torch.Tensor:
     """Run a windowed attention core ``attend`` (signature of :func:`attend_windows`) on a whole map:
     roll ``(B, H, W, 3C)`` by ``-shift``, partition, attend, reverse, roll back → ``(B, H, W, C)``."""
-    b, h, w, _ = qkv.shape
-    x = window_partition(cyclic_shift(qkv, shift), window)  # (B*nW, N, 3C)
-    out = attend(x, batch=b, map_size=(h, w), window=window, shift=shift, **kwargs)  # (B*nW, N, C)
-    return cyclic_shift(window_reverse(out, window, (h, w)), shift, reverse=True)  # (B, H, W, C)
+    _, h, w, _ = qkv.shape
+    x = window_partition(cyclic_shift(qkv, spec.shift), spec.window)  # (B*nW, N, 3C)
+    out = attend(x, table, spec, map_size=(h, w))  # (B*nW, N, C)
+    return cyclic_shift(window_reverse(out, spec.window, (h, w)), spec.shift, reverse=True)  # (B, H, W, C)
 
 
-def attend_windows(
-    qkv: torch.Tensor,
-    *,
-    batch: int,
-    map_size: Pair,
-    num_heads: int,
-    window: Pair,
-    shift: Pair,
-    table: torch.Tensor | None,
-    table_window: Pair,
-    mask_shifted: bool = True,
-    use_qk: bool = True,
-    scale: float,
-) -> torch.Tensor:
+def attend_windows(qkv: torch.Tensor, table: torch.Tensor | None, spec: WindowSpec, *,
+                   map_size: Pair) -> torch.Tensor:
     """The attention of :func:`window_attention` on windows already shifted and partitioned.
 
     ``qkv`` is ``(B*nW, N, 3C)``: the projection of the windows of the (padded, rolled) map, in the
-    order of :func:`~swinlab.functional.windows.window_partition`. Returns ``(B*nW, N, C)``. This is the
-    form the model calls on CPU: rolling and partitioning the C-wide tokens *before* the q, k, v
+    order of :func:`~swinlab.functional.windows.window_partition`. Returns ``(B*nW, N, C)``. This is
+    the form the model calls on CPU: rolling and partitioning the C-wide tokens *before* the q, k, v
     projection (as timm and torchvision do) moves a third of the bytes of doing it to the 3C-wide
     ``qkv`` (the per-token projection commutes with the token permutation). ``map_size`` is the
-    padded ``(H, W)`` (for the region mask), ``batch`` is ``B``.
+    padded ``(H, W)`` (for the region mask).
     """
     bnw, n, c3 = qkv.shape
+    heads, window = spec.num_heads, spec.window
     c = c3 // 3
-    d = c // num_heads
-    q, k, v = qkv.view(bnw, n, 3, num_heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # 3 × (B*nW, h, N, d)
-    if use_qk:
-        logits = (q * scale) @ k.transpose(-2, -1)  # (B*nW, h, N, N)
+    d = c // heads
+    q, k, v = qkv.view(bnw, n, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # 3 × (B*nW, h, N, d)
+    if spec.use_qk:
+        logits = (q * spec.scale) @ k.transpose(-2, -1)  # (B*nW, h, N, N)
     else:
-        logits = torch.zeros(bnw, num_heads, n, n, dtype=q.dtype, device=q.device)
+        logits = torch.zeros(bnw, heads, n, n, dtype=q.dtype, device=q.device)
     if table is not None:
-        logits = logits + relative_bias(table, window, table_window).to(logits.dtype)[None]
-    if mask_shifted and (shift[0] or shift[1]):
-        mask = _mask(tuple(map_size), window, shift, logits.device, logits.dtype)  # (nW, N, N)
+        logits = logits + relative_bias(table, window, spec.table_window).to(logits.dtype)[None]
+    if spec.masked:
+        mask = _mask(tuple(map_size), window, spec.shift, logits.device, logits.dtype)  # (nW, N, N)
         nw = mask.shape[0]
-        logits = logits.view(batch, nw, num_heads, n, n) + mask[None, :, None]  # (B, nW, h, N, N)
-        logits = logits.view(bnw, num_heads, n, n)
+        logits = logits.view(bnw // nw, nw, heads, n, n) + mask[None, :, None]  # (B, nW, h, N, N)
+        logits = logits.view(bnw, heads, n, n)
     attn = logits.softmax(dim=-1)
     return (attn @ v).transpose(1, 2).reshape(bnw, n, c)  # (B*nW, N, C)

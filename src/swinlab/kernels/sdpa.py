@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..functional.windows import Pair, relative_bias
 from .reference import _mask, on_whole_map
+from .spec import WindowSpec
 
 # Inference cache of merged bias+mask per table tensor, keyed by the table's version. Tables are held
 # weakly (an entry dies with its table; a new tensor with a recycled id never sees a stale bias).
@@ -60,39 +61,31 @@ def _merged_bias(table, window, table_window, mask_key, dtype) -> torch.Tensor |
     return bias
 
 
-def window_attention(qkv: torch.Tensor, **kwargs) -> torch.Tensor:
-    """See :func:`swinlab.kernels.reference.window_attention` (same keyword arguments)."""
-    return on_whole_map(attend_windows, qkv, **kwargs)
+def window_attention(qkv: torch.Tensor, table: torch.Tensor | None, spec: WindowSpec) -> torch.Tensor:
+    """See :func:`swinlab.kernels.reference.window_attention`."""
+    return on_whole_map(attend_windows, qkv, table, spec)
 
 
-def attend_windows(
-    qkv: torch.Tensor,
-    *,
-    batch: int,
-    map_size: Pair,
-    num_heads: int,
-    window: Pair,
-    shift: Pair,
-    table: torch.Tensor | None,
-    table_window: Pair,
-    mask_shifted: bool = True,
-    use_qk: bool = True,
-    scale: float,
-) -> torch.Tensor:
+def attend_windows(qkv: torch.Tensor, table: torch.Tensor | None, spec: WindowSpec, *,
+                   map_size: Pair) -> torch.Tensor:
     """See :func:`swinlab.kernels.reference.attend_windows`: ``(B*nW, N, 3C)`` → ``(B*nW, N, C)``."""
     bnw, n, c3 = qkv.shape
+    heads = spec.num_heads
     c = c3 // 3
-    d = c // num_heads
+    d = c // heads
     # 4-D (batch, heads, N, d) operands: SDPA's fused CPU and CUDA kernels take 4-D only (5-D runs the
     # unfused maths path: 2.4× slower on Swin-T's stage 1 on the CPU).
-    q, k, v = qkv.view(bnw, n, 3, num_heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # 3 × (B*nW, h, N, d)
-    shifted = mask_shifted and (shift[0] or shift[1])
-    mask_key = (tuple(map_size), tuple(window), tuple(shift), qkv.device) if shifted else None
-    bias = _merged_bias(table, window, table_window, mask_key, q.dtype)  # (nW|1, h, N, N) or None
+    q, k, v = qkv.view(bnw, n, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # 3 × (B*nW, h, N, d)
+    mask_key = (tuple(map_size), tuple(spec.window), tuple(spec.shift), qkv.device) if spec.masked else None
+    bias = _merged_bias(table, spec.window, spec.table_window, mask_key, q.dtype)  # (nW|1, h|1, N, N) or None
     if bias is not None and bias.shape[0] > 1:  # per-window mask: repeat it for every image
-        bias = bias.expand(batch, *bias.shape).reshape(bnw, bias.shape[1], n, n)  # (B*nW, h|1, N, N)
-    if use_qk:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)  # (B*nW, h, N, d)
-    else:  # "rel. pos. w/o app.": the logits are the bias alone, the same for every image
-        out = bias.softmax(dim=-1) @ v
+        nw = bias.shape[0]
+        bias = bias.expand(bnw // nw, *bias.shape).reshape(bnw, bias.shape[1], n, n)  # (B*nW, h|1, N, N)
+    if spec.use_qk:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=spec.scale)  # (B*nW, h, N, d)
+    else:
+        # "rel. pos. w/o app.": the logits are the bias (and mask) alone, the same for every image; with
+        # neither, they are all zero and every window averages its values, as the reference does.
+        logits = bias if bias is not None else q.new_zeros(1, 1, n, n)
+        out = logits.softmax(dim=-1) @ v  # (B*nW, h, N, d)
     return out.transpose(1, 2).reshape(bnw, n, c)  # (B*nW, N, C)

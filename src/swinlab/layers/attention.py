@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..functional.windows import Pair, fit_window, pad_to_windows, reverse_unshift, shift_partition
-from ..kernels import get_window_attention, get_windows_attention
+from ..kernels import WindowSpec, get_window_attention, get_windows_attention
 from .linear import Linear
 from .position import RelativePositionBias
 
@@ -73,33 +73,20 @@ class WindowAttention(nn.Module):
         """``(B, H, W, C)`` normalized tokens → ``(B, H, W, C)`` attention output."""
         _, h, w, _ = x.shape
         window, shift = self.windows_for((h, w))
+        spec = WindowSpec(num_heads=self.num_heads, window=window, shift=shift, table_window=self.window_size,
+                          scale=self.scale, mask_shifted=self.mask_shifted, use_qk=self.use_qk)
         x = pad_to_windows(x, window)  # (B, Hp, Wp, C)
         table = self.rel_pos.table if self.rel_pos is not None else None
-        if self._attend_windows is not None:
-            # Roll and partition the C-wide tokens, not the 3C-wide qkv (a third of the bytes); the
-            # per-token projections commute with the permutation, so qkv and proj run on windows.
-            b, hp, wp, _ = x.shape
-            windows = shift_partition(x, window, shift)  # (B*nW, N, C): roll + partition, one gather
-            out = self._attend_windows(
-                self.qkv(windows),  # (B*nW, N, 3C)
-                batch=b, map_size=(hp, wp), num_heads=self.num_heads, window=window, shift=shift,
-                table=table, table_window=self.window_size, mask_shifted=self.mask_shifted,
-                use_qk=self.use_qk, scale=self.scale,
-            )  # (B*nW, N, C)
-            out = reverse_unshift(self.proj(out), window, shift, (hp, wp))  # (B, Hp, Wp, C)
-            return out[:, :h, :w]  # (B, H, W, C)
-        out = self._attend(
-            self.qkv(x),  # (B, Hp, Wp, 3C)
-            num_heads=self.num_heads,
-            window=window,
-            shift=shift,
-            table=table,
-            table_window=self.window_size,
-            mask_shifted=self.mask_shifted,
-            use_qk=self.use_qk,
-            scale=self.scale,
-        )  # (B, Hp, Wp, C)
-        return self.proj(out[:, :h, :w])  # (B, H, W, C)
+        if self._attend_windows is None:  # a fused kernel that shifts and partitions by index
+            out = self._attend(self.qkv(x), table, spec)  # (B, Hp, Wp, C)
+            return self.proj(out[:, :h, :w])  # (B, H, W, C)
+        # Roll and partition the C-wide tokens, not the 3C-wide qkv (a third of the bytes); the per-token
+        # projections commute with the permutation, so qkv and proj run on windows.
+        hp, wp = x.shape[1:3]
+        windows = shift_partition(x, window, shift)  # (B*nW, N, C): roll + partition, one gather
+        out = self._attend_windows(self.qkv(windows), table, spec, map_size=(hp, wp))  # (B*nW, N, C)
+        out = reverse_unshift(self.proj(out), window, shift, (hp, wp))  # (B, Hp, Wp, C)
+        return out[:, :h, :w]  # (B, H, W, C)
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, heads={self.num_heads}, window={self.window_size}, "
@@ -145,7 +132,8 @@ class Attention(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Multi-head attention of queries ``(B, N, C_q)`` to a separate context ``(B, K, C_kv)``."""
+    """Multi-head attention of queries ``(B, N, C_q)`` to a separate context ``(B, K, C_kv)``,
+    ``Softmax(QKᵀ/√d)V`` by :func:`torch.nn.functional.scaled_dot_product_attention`."""
 
     def __init__(self, *, dim: int, context_dim: int, num_heads: int, qkv_bias: bool = True):
         super().__init__()
@@ -161,6 +149,6 @@ class CrossAttention(nn.Module):
         h, d = self.num_heads, c // self.num_heads
         q = self.q(x).view(b, n, h, d).transpose(1, 2)  # (B, h, N, d)
         k, v = self.kv(context).view(b, -1, 2, h, d).permute(2, 0, 3, 1, 4).unbind(0)  # 2 × (B, h, K, d)
-        attn = ((q * d**-0.5) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, N, K)
-        out = (attn @ v).transpose(1, 2).reshape(b, n, c)  # (B, N, C)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d): Softmax(QKᵀ/√d)V
+        out = out.transpose(1, 2).reshape(b, n, c)  # (B, N, C)
         return self.proj(out)

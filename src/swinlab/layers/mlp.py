@@ -5,15 +5,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..kernels.linear import linear_gelu
 from .linear import Linear
 
 
 class Mlp(nn.Module):
     """Two linear layers with a GELU between them: ``C → hidden → C`` on the last axis.
 
-    With the default exact GELU the first layer and the activation are one call of ``fc1`` (fused
-    into the GEMM on the CPU in inference: a forward hook on ``fc1`` then sees the activation), and
-    ``forward(x, residual=r)`` returns ``r + mlp(x)`` with the add fused into the second GEMM.
+    With the default exact GELU, ``fc1`` and the activation run as one oneDNN GEMM with the GELU
+    applied to its output tile (inference on x86 CPUs in float32: see
+    :func:`swinlab.kernels.linear.linear_gelu`), which saves a read and a write of the 4C-wide hidden
+    tensor. The fusion is taken only while ``fc1`` is this package's :class:`Linear` with no hooks, so a
+    layer wrapped or replaced (LoRA, quantization, a forward hook) is always called as a module.
     """
 
     def __init__(self, *, in_features: int, hidden_features: int, out_features: int | None = None,
@@ -24,24 +27,18 @@ class Mlp(nn.Module):
         self.fc2 = Linear(hidden_features, out_features or in_features)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """``(..., C)`` → ``(..., C_out)``; plus ``residual`` (same shape as the output) when given."""
-        if type(self.act) is nn.GELU and self.act.approximate == "none":
-            h = self.fc1(x, activation="gelu")  # (..., hidden)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., C)`` → ``(..., C_out)``."""
+        if self._fuse_gelu():
+            h = linear_gelu(x, self.fc1.weight, self.fc1.bias, backend=self.fc1.backend)  # (..., hidden)
         else:
-            h = self.act(self.fc1(x))
-        h = self.drop(h)
-        if residual is not None and not (self.training and self.drop.p > 0):
-            return self.fc2(h, residual=residual)
-        out = self.drop(self.fc2(h))
-        return out if residual is None else residual + out
+            h = self.act(self.fc1(x))  # (..., hidden)
+        return self.drop(self.fc2(self.drop(h)))
 
-
-def residual_mlp(mlp: Mlp, h: torch.Tensor, x: torch.Tensor, drop_path: DropPath) -> torch.Tensor:
-    """``x + drop_path(mlp(h))``, the residual add fused into the MLP where stochastic depth is off."""
-    if drop_path.p == 0.0 or not drop_path.training:
-        return mlp(h, residual=x)
-    return x + drop_path(mlp(h))
+    def _fuse_gelu(self) -> bool:
+        fc1, act = self.fc1, self.act
+        return (type(fc1) is Linear and not (fc1._forward_hooks or fc1._forward_pre_hooks)
+                and type(act) is nn.GELU and act.approximate == "none" and not act._forward_hooks)
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from ..functional.pair import Pair
+from ..kernels.linear import BACKENDS as LINEAR_BACKENDS
 from ..layers import DropPath, Mlp, PatchEmbed
-from ..layers.init import init_weights
-from ..layers.linear import Linear
-from ..layers.mlp import drop_path_rates, residual_mlp
+from ..layers.mlp import drop_path_rates
+from .base import Classifier
 from .config import ConfigMixin, to_pair
 from .registry import register
 
@@ -45,6 +45,7 @@ class MixerConfig(ConfigMixin):
     token_mlp_ratio: float = 0.5  # D_S / C: hidden width of the token-mixing MLP (of C, as in Table 1)
     drop_rate: float = 0.0  # dropout before the head
     drop_path_rate: float = 0.0  # stochastic depth of the last layer; rises linearly from 0
+    linear_backend: str = "auto"  # linear-layer GEMMs: auto | torch | onednn (swinlab.kernels.linear)
     extra: dict = field(default_factory=dict, compare=False, repr=False)  # free-form notes (e.g. source)
 
     def __post_init__(self):
@@ -58,6 +59,8 @@ class MixerConfig(ConfigMixin):
                              "both must be at least 1")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+        if self.linear_backend not in LINEAR_BACKENDS:
+            raise ValueError(f"linear_backend must be one of {LINEAR_BACKENDS}, got {self.linear_backend!r}")
 
     @property
     def grid_size(self) -> Pair:
@@ -96,10 +99,10 @@ class MixerBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mixed = self.mlp_tokens(self.norm1(x).transpose(1, 2))  # (B, C, S): one MLP over S per channel
         x = x + self.drop_path1(mixed.transpose(1, 2))  # (B, S, C)
-        return residual_mlp(self.mlp_channels, self.norm2(x), x, self.drop_path2)  # (B, S, C)
+        return x + self.drop_path2(self.mlp_channels(self.norm2(x)))  # (B, S, C)
 
 
-class MlpMixer(nn.Module):
+class MlpMixer(Classifier):
     """The MLP-Mixer classifier. Build it from a :class:`MixerConfig` (kept as ``.config``)."""
 
     def __init__(self, config: MixerConfig):
@@ -117,8 +120,8 @@ class MlpMixer(nn.Module):
         self.num_features = c
         self.norm = nn.LayerNorm(c, eps=LN_EPS)
         self.head_drop = nn.Dropout(config.drop_rate)
-        self.head = Linear(c, config.num_classes) if config.num_classes else nn.Identity()
-        self.apply(init_weights)
+        self.head = self._make_head(config.num_classes)
+        self._finish_init()
 
     # --- the classifier API shared by every family -------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,23 +134,6 @@ class MlpMixer(nn.Module):
         """Tokens ``(B, S, C)`` → global average pool ``(B, C)`` → logits (unless ``pre_logits``)."""
         x = self.head_drop(x.mean(dim=1))  # (B, C)
         return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def no_weight_decay(self) -> set[str]:
-        """Names of parameters that take no weight decay: none (Mixer has no position parameters)."""
-        return set()
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a fresh one for ``num_classes`` (0: no head)."""
-        self.config = self.config.replace(num_classes=num_classes)
-        self.head = Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-        if num_classes:
-            init_weights(self.head)
 
     def _check_size(self, x: torch.Tensor) -> None:
         """The token-mixing MLPs are sized for one patch grid: fail early on images of another."""

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..functional.pair import Pair
+from ..kernels.linear import BACKENDS as LINEAR_BACKENDS
 from ..layers import (
     AbsolutePositionEmbedding,
     DropPath,
@@ -33,9 +34,8 @@ from ..layers import (
     WindowAttention,
 )
 from ..layers.global_context import GlobalContextConfig, GlobalContextFusion
-from ..layers.init import init_weights
-from ..layers.linear import Linear
-from ..layers.mlp import drop_path_rates, residual_mlp
+from ..layers.mlp import drop_path_rates
+from .base import Classifier
 from .config import ConfigMixin, to_pair
 from .registry import register
 
@@ -62,6 +62,7 @@ class SwinConfig(ConfigMixin):
     mask_shifted: bool = True  # mask cross-region pairs in shifted windows; False = attend without mask
     position: str = "rel"  # rel | none | abs | abs+rel | rel-only ("rel. pos. w/o app.")
     attention_backend: str = "auto"  # window-attention implementation, see swinlab.kernels
+    linear_backend: str = "auto"  # linear-layer GEMMs: auto | torch | onednn (swinlab.kernels.linear)
     global_context: GlobalContextConfig | None = None  # cross-stage global context; None = off (the paper)
     extra: dict = field(default_factory=dict, compare=False, repr=False)  # free-form notes (e.g. source)
 
@@ -82,6 +83,8 @@ class SwinConfig(ConfigMixin):
                 raise ValueError(f"stage {i} width {self.embed_dim * 2**i} is not divisible by {h} heads")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+        if self.linear_backend not in LINEAR_BACKENDS:
+            raise ValueError(f"linear_backend must be one of {LINEAR_BACKENDS}, got {self.linear_backend!r}")
 
     @property
     def num_features(self) -> int:
@@ -109,7 +112,7 @@ class SwinBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path1(self.attn(self.norm1(x)))  # (B, H, W, C)
-        return residual_mlp(self.mlp, self.norm2(x), x, self.drop_path2)  # x + drop_path(MLP(LN(x)))
+        return x + self.drop_path2(self.mlp(self.norm2(x)))  # (B, H, W, C)
 
 
 class SwinStage(nn.Module):
@@ -136,8 +139,10 @@ class SwinStage(nn.Module):
         return self.blocks(self.downsample(x))
 
 
-class SwinTransformer(nn.Module):
+class SwinTransformer(Classifier):
     """The Swin Transformer classifier. Build it from a :class:`SwinConfig` (kept as ``.config``)."""
+
+    no_weight_decay_suffixes = ("rel_pos.table", "pos_embed")  # position tables and embeddings
 
     def __init__(self, config: SwinConfig):
         super().__init__()
@@ -167,8 +172,8 @@ class SwinTransformer(nn.Module):
         self.num_features = config.num_features
         self.norm = nn.LayerNorm(self.num_features)
         self.head_drop = nn.Dropout(config.drop_rate)
-        self.head = Linear(self.num_features, config.num_classes) if config.num_classes else nn.Identity()
-        self.apply(init_weights)
+        self.head = self._make_head(config.num_classes)
+        self._finish_init()
         for fusion in self.global_context or []:
             fusion.reset_fusion()
 
@@ -185,9 +190,6 @@ class SwinTransformer(nn.Module):
         x = self.head_drop(x.mean(dim=(1, 2)))  # (B, C)
         return x if pre_logits else self.head(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
     def forward_intermediates(self, x: torch.Tensor, norm: bool = False) -> list[torch.Tensor]:
         """The output of every stage as an NCHW map (strides P, 2P, 4P, ...: 4/8/16/32 for P=4).
 
@@ -202,20 +204,6 @@ class SwinTransformer(nn.Module):
             y = self.norm(x) if norm and i == len(self.stages) - 1 else x
             maps.append(y.permute(0, 3, 1, 2).contiguous())  # (B, C_i, H_i, W_i)
         return maps
-
-    def no_weight_decay(self) -> set[str]:
-        """Names of parameters that take no weight decay: position tables and embeddings."""
-        return {n for n, _ in self.named_parameters() if n.endswith(("rel_pos.table", "pos_embed"))}
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a fresh one for ``num_classes`` (0: no head)."""
-        self.config = self.config.replace(num_classes=num_classes)
-        self.head = Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-        if num_classes:
-            init_weights(self.head)
 
     def set_attention_backend(self, backend: str) -> None:
         """Switch every window attention to ``backend`` (see :mod:`swinlab.kernels`)."""

@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from ..functional.pair import Pair
+from ..kernels.linear import BACKENDS as LINEAR_BACKENDS
 from ..layers import AbsolutePositionEmbedding, Attention, DropPath, Mlp, PatchEmbed
-from ..layers.init import init_weights
-from ..layers.linear import Linear
-from ..layers.mlp import drop_path_rates, residual_mlp
+from ..layers.mlp import drop_path_rates
+from .base import Classifier
 from .config import ConfigMixin, to_pair
 from .registry import register
 
@@ -50,6 +50,7 @@ class ViTConfig(ConfigMixin):
     drop_rate: float = 0.0  # dropout before the head
     drop_path_rate: float = 0.0  # stochastic depth of the last block; rises linearly from 0
     class_token: bool = True  # prepend a learned class token
+    linear_backend: str = "auto"  # linear-layer GEMMs: auto | torch | onednn (swinlab.kernels.linear)
     global_pool: str = "token"  # "token": classify the class token; "avg": the mean of the patch tokens
     extra: dict = field(default_factory=dict, compare=False, repr=False)  # free-form notes (e.g. source)
 
@@ -68,6 +69,8 @@ class ViTConfig(ConfigMixin):
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         if self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
+        if self.linear_backend not in LINEAR_BACKENDS:
+            raise ValueError(f"linear_backend must be one of {LINEAR_BACKENDS}, got {self.linear_backend!r}")
 
     @property
     def grid_size(self) -> Pair:
@@ -89,11 +92,13 @@ class ViTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path1(self.attn(self.norm1(x)))  # (B, N, C)
-        return residual_mlp(self.mlp, self.norm2(x), x, self.drop_path2)  # x + drop_path(MLP(LN(x)))
+        return x + self.drop_path2(self.mlp(self.norm2(x)))  # (B, N, C)
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(Classifier):
     """ViT / DeiT classifier. Build it from a :class:`ViTConfig` (kept as ``.config``)."""
+
+    no_weight_decay_suffixes = ("pos_embed", "cls_pos", "cls_token")  # position embeddings, class token
 
     def __init__(self, config: ViTConfig):
         super().__init__()
@@ -119,8 +124,8 @@ class VisionTransformer(nn.Module):
         self.num_features = c
         self.norm = nn.LayerNorm(c, eps=LN_EPS)
         self.head_drop = nn.Dropout(config.drop_rate)
-        self.head = Linear(c, config.num_classes) if config.num_classes else nn.Identity()
-        self.apply(init_weights)
+        self.head = self._make_head(config.num_classes)
+        self._finish_init()
 
     # --- the classifier API shared by every family -------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,22 +143,6 @@ class VisionTransformer(nn.Module):
         x = self.head_drop(x[:, 0] if token else x[:, self.num_prefix_tokens:].mean(dim=1))  # (B, C)
         return x if pre_logits else self.head(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def no_weight_decay(self) -> set[str]:
-        """Names of parameters that take no weight decay: position embeddings and the class token."""
-        return {n for n, _ in self.named_parameters() if n.endswith(("pos_embed", "cls_pos", "cls_token"))}
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a fresh one for ``num_classes`` (0: no head)."""
-        self.config = self.config.replace(num_classes=num_classes)
-        self.head = Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-        if num_classes:
-            init_weights(self.head)
 
 
 

@@ -61,7 +61,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ...functional.windows import Pair, relative_position_index
+from ...functional.windows import relative_position_index
+from ..spec import WindowSpec
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -323,37 +324,26 @@ class _WindowAttention(torch.autograd.Function):
         return dqkv, dtable, None, None, None, None, None, None, None, None
 
 
-def window_attention(
-    qkv: torch.Tensor,
-    *,
-    num_heads: int,
-    window: Pair,
-    shift: Pair,
-    table: torch.Tensor | None,
-    table_window: Pair,
-    mask_shifted: bool = True,
-    use_qk: bool = True,
-    scale: float,
-) -> torch.Tensor:
+def window_attention(qkv: torch.Tensor, table: torch.Tensor | None, spec: WindowSpec) -> torch.Tensor:
     """See :func:`swinlab.kernels.reference.window_attention`; fused in one Triton kernel."""
-    return _attend(qkv, num_heads=num_heads, window=window, shift=shift, table=table,
-                   table_window=table_window, mask_shifted=mask_shifted, use_qk=use_qk, scale=scale)
+    return attend(qkv, table, spec)
 
 
-def _attend(qkv, *, num_heads, window, shift, table, table_window, mask_shifted=True, use_qk=True,
-            scale, windows_per_program: int | None = None) -> torch.Tensor:
-    """:func:`window_attention` with the windows handled per program forced (tests)."""
+def attend(qkv: torch.Tensor, table: torch.Tensor | None, spec: WindowSpec, *,
+           windows_per_program: int | None = None) -> torch.Tensor:
+    """:func:`window_attention` with the windows handled by each program forced (tests, tuning)."""
     if qkv.device.type not in DEVICES:
         raise RuntimeError(
             f"the 'triton' window-attention backend needs a CUDA tensor, got one on {qkv.device} "
             "(to test it on CPU, set TRITON_INTERPRET=1 before triton is imported); on CPU use "
             "attention_backend='reference' or 'sdpa'"
         )
+    heads = spec.num_heads
     if qkv.dtype not in _DTYPES:
         raise TypeError(f"the 'triton' backend takes qkv in {_DTYPES}, got {qkv.dtype}")
-    if qkv.dim() != 4 or qkv.shape[-1] % (3 * num_heads):
-        raise ValueError(f"qkv must be (B, H, W, 3·heads·d) with heads={num_heads}, got {tuple(qkv.shape)}")
-    window, shift, table_window = tuple(window), tuple(shift), tuple(table_window)
+    if qkv.dim() != 4 or qkv.shape[-1] % (3 * heads):
+        raise ValueError(f"qkv must be (B, H, W, 3·heads·d) with heads={heads}, got {tuple(qkv.shape)}")
+    window, shift, table_window = tuple(spec.window), tuple(spec.shift), tuple(spec.table_window)
     _, h, w, _ = qkv.shape
     if h % window[0] or w % window[1]:
         raise ValueError(f"map {(h, w)} is not a multiple of the window {window}; pad it first")
@@ -363,11 +353,10 @@ def _attend(qkv, *, num_heads, window, shift, table, table_window, mask_shifted=
         rows = (2 * table_window[0] - 1) * (2 * table_window[1] - 1)
         if any(m > t for m, t in zip(window, table_window, strict=True)):
             raise ValueError(f"window {window} is larger than the bias table's window {table_window}")
-        if table.shape != (rows, num_heads):
-            raise ValueError(f"table must be ({rows}, {num_heads}) for table_window {table_window}, "
+        if table.shape != (rows, heads):
+            raise ValueError(f"table must be ({rows}, {heads}) for table_window {table_window}, "
                              f"got {tuple(table.shape)}")
     if qkv.stride(-1) != 1:
         qkv = qkv.contiguous()
-    mask = bool(mask_shifted and (shift[0] or shift[1]))
-    return _WindowAttention.apply(qkv, table, num_heads, window, shift, table_window, mask, use_qk,
-                                  float(scale), windows_per_program)
+    return _WindowAttention.apply(qkv, table, heads, window, shift, table_window, spec.masked, spec.use_qk,
+                                  float(spec.scale), windows_per_program)

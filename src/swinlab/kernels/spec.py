@@ -1,0 +1,36 @@
+"""What a window-attention call computes, apart from its tensors: one value every backend takes."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ..functional.pair import Pair
+
+
+class WindowSpec(NamedTuple):
+    """The attention of one (S)W-MSA call on a padded map (a NamedTuple: hashable, and free to build
+    inside a ``torch.compile``d forward).
+
+    Attributes:
+        num_heads: heads h; the channels C of ``qkv``'s each third divide by it.
+        window: ``(Mh, Mw)`` effective window (the map's sides are multiples of it).
+        shift: ``(Sh, Sw)`` cyclic shift; ``(0, 0)`` for W-MSA.
+        table_window: the window ``(Mh', Mw')`` the bias table was built for (≥ ``window``).
+        scale: the factor on ``QKᵀ``, normally ``d**-0.5``.
+        mask_shifted: mask token pairs from different regions in shifted windows (the paper);
+            ``False`` is the "shifted windows without masking" ablation.
+        use_qk: include the content term ``QKᵀ/√d``; ``False`` is "rel. pos. w/o app." (logits = B).
+    """
+
+    num_heads: int
+    window: Pair
+    shift: Pair
+    table_window: Pair
+    scale: float
+    mask_shifted: bool = True
+    use_qk: bool = True
+
+    @property
+    def masked(self) -> bool:
+        """Whether the region mask applies: a shifted window with masking on."""
+        return bool(self.mask_shifted and (self.shift[0] or self.shift[1]))
