@@ -61,8 +61,11 @@ def query_attention_maps(model: nn.Module, images: torch.Tensor, query: tuple[in
     """Head-averaged attention of the token at ``query`` (row, col on the stage's token grid) over
     the map, for ``blocks`` of ``stage`` (block 0: W-MSA, block 1: SW-MSA).
 
+    The model runs in eval mode (no drop path, grid sampling) and is handed back in the mode it
+    came in.
+
     Returns:
-        ``(B, len(blocks), H, W)`` on the stage's token grid.
+        ``(B, len(blocks), H, W)`` on the stage's token grid, on the model's output device.
     """
     layers = [model.stages[stage].blocks[i].attn for i in blocks]
     captured: dict[int, torch.Tensor] = {}
@@ -72,9 +75,12 @@ def query_attention_maps(model: nn.Module, images: torch.Tensor, query: tuple[in
         hooks.append(layer.register_forward_pre_hook(
             lambda m, a, i=i: sizes.__setitem__(i, tuple(a[0].shape[1:3]))))
         hooks.append(layer.qkv.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(i, out)))
+    modes = [(m, m.training) for m in model.modules()]  # the caller's, restored module by module
     try:
         model.eval()(images)
     finally:
+        for m, training in modes:
+            m.training = training
         for h in hooks:
             h.remove()
     maps = []
@@ -90,7 +96,7 @@ def query_attention_maps(model: nn.Module, images: torch.Tensor, query: tuple[in
         target = query[0] * wp + query[1]
         win, slot = (origin == target).nonzero()[0].tolist()
         row = probs[:, win, :, slot, :].mean(1)  # (B, N): averaged over heads
-        full = torch.zeros(len(images), hp * wp, dtype=row.dtype)
+        full = row.new_zeros(len(images), hp * wp)  # (B, Hp*Wp) on the layer's device
         full[:, origin[win]] = row
         maps.append(full.view(-1, hp, wp)[:, :h, :w])
     return torch.stack(maps, 1)  # (B, len(blocks), H, W)
