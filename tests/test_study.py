@@ -10,6 +10,7 @@ import warnings
 import pytest
 import torch
 
+from swinlab.analysis import stats
 from swinlab.cli import main
 from swinlab.train import study
 
@@ -29,30 +30,30 @@ def _quiet_single_thread():
 
 
 def test_a_difference_within_the_combined_spread_is_a_tie():
-    c = study.compare([0.80, 0.82], [0.79, 0.81])  # Δ = 0.01; s = 0.01414 each → spread 0.02
+    c = stats.compare([0.80, 0.82], [0.79, 0.81])  # Δ = 0.01; s = 0.01414 each → spread 0.02
     assert c["delta"] == pytest.approx(0.01)
     assert c["spread"] == pytest.approx(math.hypot(0.02 / 2 ** 0.5, 0.02 / 2 ** 0.5)) == pytest.approx(0.02)
     assert c["verdict"] == "tie"
-    assert study.format_comparison(c) == "+1.00 (tie)"
+    assert stats.format_comparison(c) == "+1.00 (tie)"
 
 
 def test_a_difference_beyond_the_spread_is_better_or_worse():
-    assert study.compare([0.90, 0.91], [0.80, 0.81])["verdict"] == "better"
-    c = study.compare([0.70, 0.71], [0.80, 0.81])
+    assert stats.compare([0.90, 0.91], [0.80, 0.81])["verdict"] == "better"
+    c = stats.compare([0.70, 0.71], [0.80, 0.81])
     assert c["verdict"] == "worse"
-    assert study.format_comparison(c) == "-10.00 (worse)"
+    assert stats.format_comparison(c) == "-10.00 (worse)"
     # just inside and just outside the spread (0.02 here)
-    assert study.compare([0.8195, 0.8395], [0.80, 0.82])["verdict"] == "tie"  # Δ 0.0195
-    assert study.compare([0.8205, 0.8405], [0.80, 0.82])["verdict"] == "better"  # Δ 0.0205
+    assert stats.compare([0.8195, 0.8395], [0.80, 0.82])["verdict"] == "tie"  # Δ 0.0195
+    assert stats.compare([0.8205, 0.8405], [0.80, 0.82])["verdict"] == "better"  # Δ 0.0205
 
 
 def test_one_seed_is_never_a_win():
-    c = study.compare([0.95], [0.80, 0.81])
+    c = stats.compare([0.95], [0.80, 0.81])
     assert c["verdict"] == "1 seed" and c["spread"] is None
-    assert study.compare([0.95, 0.96], [0.80])["verdict"] == "1 seed"
-    assert study.format_comparison(None) == "—"
+    assert stats.compare([0.95, 0.96], [0.80])["verdict"] == "1 seed"
+    assert stats.format_comparison(None) == "—"
     with pytest.raises(ValueError):
-        study.compare([], [0.8])
+        stats.compare([], [0.8])
 
 
 def test_only_names_variants_and_rejects_unknown_ones():
