@@ -225,3 +225,14 @@ def test_attention_maps_are_built_on_the_models_device(device):
     maps = query_attention_maps(model, x, (7, 9))
     assert maps.device == x.device
     torch.testing.assert_close(maps.sum((-2, -1)), torch.ones(2, 2, device=device))
+
+
+def test_attention_figure_draws_a_model_it_is_given(tmp_path):
+    # demo and study share it: a model (not a checkpoint path), the data it was trained on
+    from swinlab import create_model
+    from swinlab.analysis.attention_maps import attention_figure
+
+    model = create_model("swin_micro_28")
+    png = attention_figure(model, "synthetic", None, tmp_path / "attention.png", n=2)
+    assert png == tmp_path / "attention.png" and png.read_bytes()[:4] == b"\x89PNG"
+    assert model.training  # handed back as it came
