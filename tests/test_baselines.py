@@ -1,8 +1,8 @@
 """The baselines of the Swin paper's Table 1: ViT/DeiT and MLP-Mixer.
 
-Parity with timm (random weights, converted, float32, max |Δlogits| ≤ 1e-4), the papers' parameter
-and MAC figures as counted by :func:`swinlab.analysis.profile`, and the registry-wide checks of
-``test_models.py`` (shape, finite, gradients, determinism) on small inputs or small overrides.
+Parity with timm (random weights, converted, float32, within :func:`conftest.assert_close_rel`), the
+papers' parameter and MAC figures as counted by :func:`swinlab.analysis.profile`, and the registry-wide
+checks of ``test_models.py`` (shape, finite, gradients, determinism) on small inputs or small overrides.
 """
 
 import math
@@ -12,13 +12,12 @@ import torch
 import torch.nn.functional as F
 
 import swinlab
-from conftest import randomize_
+from conftest import assert_close_rel, parity_tol, randomize_
 from swinlab.analysis import profile
 from swinlab.layers import Attention
 from swinlab.models import MixerConfig, MlpMixer, VisionTransformer, ViTConfig, get_config
 from swinlab.weights import convert, load_state_dict
 
-TOL = 1e-4
 VIT = [*swinlab.list_models("vit_*"), *swinlab.list_models("deit_*")]
 MIXER = swinlab.list_models("mixer_*")
 SMALL = ["vit_pico", "vit_micro_28", "mixer_pico", "mixer_micro_28"]
@@ -58,10 +57,8 @@ def _timm_parity(ours, theirs, x):
     with torch.no_grad():
         ref, ref_feats = theirs(x), theirs.forward_features(x)
         logits, feats = ours(x), ours.forward_features(x)
-    assert logits.shape == ref.shape and feats.shape == ref_feats.shape
-    err = (logits - ref).abs().max().item()
-    assert err <= TOL, f"max |Δlogits| = {err:.3g}"
-    assert (feats - ref_feats).abs().max().item() <= TOL
+    assert_close_rel(logits, ref, what="logits")
+    assert_close_rel(feats, ref_feats, what="features")
     return ref
 
 
@@ -88,7 +85,7 @@ def test_timm_parity_of_small_models_and_its_sensitivity():
     sd["abs_pos.pos_embed"] = sd["abs_pos.pos_embed"].transpose(1, 2)  # rows ↔ columns
     ours.load_state_dict(sd)
     with torch.no_grad():
-        assert (ours(x) - ref).abs().max() > 100 * TOL
+        assert (ours(x) - ref).abs().max() > 100 * parity_tol(ref)
 
     theirs = randomize_(TimmMixer(img_size=32, patch_size=4, embed_dim=32, num_blocks=2, num_classes=10))
     _timm_parity(swinlab.create_model("mixer_pico").eval(), theirs, x)

@@ -10,6 +10,7 @@ import warnings
 import pytest
 import torch
 
+from swinlab.analysis import stats
 from swinlab.cli import main
 from swinlab.train import study
 
@@ -29,30 +30,30 @@ def _quiet_single_thread():
 
 
 def test_a_difference_within_the_combined_spread_is_a_tie():
-    c = study.compare([0.80, 0.82], [0.79, 0.81])  # Δ = 0.01; s = 0.01414 each → spread 0.02
+    c = stats.compare([0.80, 0.82], [0.79, 0.81])  # Δ = 0.01; s = 0.01414 each → spread 0.02
     assert c["delta"] == pytest.approx(0.01)
     assert c["spread"] == pytest.approx(math.hypot(0.02 / 2 ** 0.5, 0.02 / 2 ** 0.5)) == pytest.approx(0.02)
     assert c["verdict"] == "tie"
-    assert study.format_comparison(c) == "+1.00 (tie)"
+    assert stats.format_comparison(c) == "+1.00 (tie)"
 
 
 def test_a_difference_beyond_the_spread_is_better_or_worse():
-    assert study.compare([0.90, 0.91], [0.80, 0.81])["verdict"] == "better"
-    c = study.compare([0.70, 0.71], [0.80, 0.81])
+    assert stats.compare([0.90, 0.91], [0.80, 0.81])["verdict"] == "better"
+    c = stats.compare([0.70, 0.71], [0.80, 0.81])
     assert c["verdict"] == "worse"
-    assert study.format_comparison(c) == "-10.00 (worse)"
+    assert stats.format_comparison(c) == "-10.00 (worse)"
     # just inside and just outside the spread (0.02 here)
-    assert study.compare([0.8195, 0.8395], [0.80, 0.82])["verdict"] == "tie"  # Δ 0.0195
-    assert study.compare([0.8205, 0.8405], [0.80, 0.82])["verdict"] == "better"  # Δ 0.0205
+    assert stats.compare([0.8195, 0.8395], [0.80, 0.82])["verdict"] == "tie"  # Δ 0.0195
+    assert stats.compare([0.8205, 0.8405], [0.80, 0.82])["verdict"] == "better"  # Δ 0.0205
 
 
 def test_one_seed_is_never_a_win():
-    c = study.compare([0.95], [0.80, 0.81])
+    c = stats.compare([0.95], [0.80, 0.81])
     assert c["verdict"] == "1 seed" and c["spread"] is None
-    assert study.compare([0.95, 0.96], [0.80])["verdict"] == "1 seed"
-    assert study.format_comparison(None) == "—"
+    assert stats.compare([0.95, 0.96], [0.80])["verdict"] == "1 seed"
+    assert stats.format_comparison(None) == "—"
     with pytest.raises(ValueError):
-        study.compare([], [0.8])
+        stats.compare([], [0.8])
 
 
 def test_only_names_variants_and_rejects_unknown_ones():
@@ -129,35 +130,109 @@ def test_unknown_variant_is_a_usage_error(tmp_path, capsys):
     assert "unknown variant" in capsys.readouterr().err
 
 
-def test_attention_maps_of_the_report_match_the_map_layout_recomputation():
-    # the report's attention figure hooks the qkv projection, which a backend may run on the shifted
-    # windows (B*nW, N, 3C) rather than on the map (B, Hp, Wp, 3C); both must give the same map
-    from swinlab import create_model
-    from swinlab.analysis.attention_maps import query_attention_maps, window_attention_weights
-    from swinlab.functional.windows import pad_to_windows
+def _attention_by_hand(layer, x, query, window, shift):
+    """The head-averaged attention row of ``query`` in one block, token pair by token pair from the
+    paper's definitions: the map rolled up-left by ``shift``, the rolled window holding the query,
+    logit ``q·k/√d + B[Δ]`` with ``Δ`` the (rolled) query-minus-key offset, and a key hidden when
+    the roll wrapped it away from the query (its offset on the map is not its offset in the window).
+    ``x`` is the block's ``(B, H, W, C)`` attention input with ``H, W`` multiples of ``window``."""
+    b, h, w, c = x.shape
+    heads, m = layer.num_heads, window
+    qkv = layer.qkv(x).view(b, h, w, 3, heads, c // heads)
+    rq, cq = (query[0] - shift) % h, (query[1] - shift) % w  # the query after the roll
+    top, left = rq // m * m, cq // m * m  # its window, in rolled coordinates
+    keys, logits = [], []
+    for rk in range(top, top + m):
+        for ck in range(left, left + m):
+            hk, wk = (rk + shift) % h, (ck + shift) % w  # where the key sits on the map
+            dh, dw = rq - rk, cq - ck
+            bias = layer.rel_pos.table[(dh + m - 1) * (2 * m - 1) + dw + m - 1]  # (heads,)
+            logit = (qkv[:, query[0], query[1], 0] * qkv[:, hk, wk, 1]).sum(-1) * layer.scale + bias
+            if (query[0] - hk, query[1] - wk) != (dh, dw):  # wrapped apart by the roll: masked
+                logit = torch.full_like(logit, -math.inf)
+            keys.append((hk, wk))
+            logits.append(logit)  # (B, heads)
+    probs = torch.stack(logits, -1).softmax(-1).mean(1)  # (B, M*M): averaged over heads
+    expected = torch.zeros(b, h, w)
+    for (hk, wk), p in zip(keys, probs.unbind(-1), strict=True):
+        expected[:, hk, wk] = p
+    return expected
 
-    model = create_model("swin_micro_28").eval()
+
+@pytest.mark.parametrize("layout", ["windows", "map"])
+@pytest.mark.parametrize("query", [(7, 9), (5, 1), (1, 5), (1, 12), (13, 0)])
+def test_attention_maps_match_a_computation_by_hand(query, layout):
+    # swin_micro_28: stage 1 is a 14×14 map in 2×2 windows of 7×7; block 2 rolls the map by 3. The
+    # queries' shifted windows: one that wraps nothing (7, 9); wrapped on the columns (5, 1) or the
+    # rows (1, 5), 2 regions each; wrapped on both, 4 regions, seen from two of them (1, 12), (13, 0).
+    from conftest import randomize_
+    from swinlab import create_model
+    from swinlab.analysis.attention_maps import query_attention_maps
+
+    model = randomize_(create_model("swin_micro_28"))  # peaked attention: a wrong bias or mask shows
+    if layout == "map":  # a backend without a windowed form: the hooked qkv is (B, Hp, Wp, 3C), not windows
+        for block in model.stages[0].blocks:
+            block.attn._attend_windows = None
     x = torch.randn(2, 1, 28, 28)
-    query = (7, 9)
     maps = query_attention_maps(model, x, query)  # (2, 2, 14, 14)
+    assert maps.shape == (2, 2, 14, 14)
     inputs = {}
     hooks = [model.stages[0].blocks[i].attn.register_forward_pre_hook(
         lambda m, a, i=i: inputs.__setitem__(i, a[0])) for i in (0, 1)]
     with torch.no_grad():
         model(x)
-    for h in hooks:
-        h.remove()
-    for i in (0, 1):
-        layer = model.stages[0].blocks[i].attn
-        h, w = inputs[i].shape[1:3]
-        window, shift = layer.windows_for((h, w))
-        assert shift == ((0, 0) if i == 0 else (3, 3))
-        with torch.no_grad():
-            qkv = layer.qkv(pad_to_windows(inputs[i], window))  # (B, Hp, Wp, 3C)
-        probs, origin = window_attention_weights(layer, qkv, (h, w))
-        win, slot = (origin == query[0] * qkv.shape[2] + query[1]).nonzero()[0].tolist()
-        expected = torch.zeros(2, qkv.shape[1] * qkv.shape[2])
-        expected[:, origin[win]] = probs[:, win, :, slot, :].mean(1)
-        expected = expected.view(2, qkv.shape[1], qkv.shape[2])[:, :h, :w]
-        torch.testing.assert_close(maps[:, i], expected)
-        torch.testing.assert_close(maps[:, i].sum((-2, -1)), torch.ones(2))
+        for hook in hooks:
+            hook.remove()
+        for i, shift in ((0, 0), (1, 3)):
+            layer = model.stages[0].blocks[i].attn
+            assert layer.windows_for((14, 14)) == ((7, 7), (shift, shift))
+            expected = _attention_by_hand(layer, inputs[i], query, 7, shift)
+            torch.testing.assert_close(maps[:, i], expected, rtol=1e-5, atol=1e-6)
+    # the structure, independently of any computation: the regular window is the 7×7 block holding
+    # the query; each row is a distribution over its window
+    outside = torch.ones(14, 14, dtype=torch.bool)
+    outside[query[0] // 7 * 7:][:7, query[1] // 7 * 7:][:, :7] = False
+    assert torch.all(maps[:, 0, outside] == 0)
+    torch.testing.assert_close(maps.sum((-2, -1)), torch.ones(2, 2))
+
+
+def test_attention_maps_run_in_eval_mode_and_hand_the_model_back_as_it_was():
+    from swinlab import create_model
+    from swinlab.analysis.attention_maps import query_attention_maps
+
+    model = create_model("swin_micro_28", drop_path_rate=0.5)
+    model.stages[1].eval()  # a mixed mode of the caller's, kept as it was
+    before = {name: m.training for name, m in model.named_modules()}
+    seen = []
+    hook = model.stages[0].blocks[1].register_forward_pre_hook(lambda m, a: seen.append(m.training))
+    x = torch.randn(2, 1, 28, 28)
+    maps = query_attention_maps(model, x, (7, 9))
+    hook.remove()
+    assert seen == [False]  # no drop path while the maps are taken
+    assert {name: m.training for name, m in model.named_modules()} == before
+    model.eval()
+    torch.testing.assert_close(query_attention_maps(model, x, (7, 9)), maps)
+
+
+@pytest.mark.parametrize("device", [
+    "cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))])
+def test_attention_maps_are_built_on_the_models_device(device):
+    from swinlab import create_model
+    from swinlab.analysis.attention_maps import query_attention_maps
+
+    model = create_model("swin_micro_28").to(device)
+    x = torch.randn(2, 1, 28, 28, device=device)
+    maps = query_attention_maps(model, x, (7, 9))
+    assert maps.device == x.device
+    torch.testing.assert_close(maps.sum((-2, -1)), torch.ones(2, 2, device=device))
+
+
+def test_attention_figure_draws_a_model_it_is_given(tmp_path):
+    # demo and study share it: a model (not a checkpoint path), the data it was trained on
+    from swinlab import create_model
+    from swinlab.analysis.attention_maps import attention_figure
+
+    model = create_model("swin_micro_28")
+    png = attention_figure(model, "synthetic", None, tmp_path / "attention.png", n=2)
+    assert png == tmp_path / "attention.png" and png.read_bytes()[:4] == b"\x89PNG"
+    assert model.training  # handed back as it came

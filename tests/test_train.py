@@ -14,11 +14,13 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from torchvision.transforms import v2
 
 from swinlab import create_model
 from swinlab.cli import main
-from swinlab.data import ImageError, SyntheticPatterns, eval_transform
+from swinlab.data import ImageDataModule, ImageError, SyntheticPatterns, eval_transform
 from swinlab.data import fashion_mnist as fm
+from swinlab.data.transforms import FASHION_MEAN, FASHION_STD, IMAGENET_MEAN, IMAGENET_STD
 from swinlab.train import (
     AtomicCheckpointIO,
     evaluate,
@@ -275,5 +277,23 @@ def test_cli_train_smoke_and_bad_data_dir(tmp_path, capsys):
     assert e.value.code == 2 and "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
 
 
-def test_norm_stats_match_the_transforms():
-    assert len(_norm_stats(1)[0]) == 1 and len(_norm_stats(3)[0]) == 3
+@pytest.mark.parametrize(("channels", "mean", "std"), [
+    (1, FASHION_MEAN, FASHION_STD),
+    (3, IMAGENET_MEAN, IMAGENET_STD),
+])
+def test_norm_stats_match_the_transforms(channels, mean, std):
+    # what export writes into a model file (and predict falls back to) is what training normalized with
+    assert mean == ((0.2860,) if channels == 1 else (0.485, 0.456, 0.406))
+    assert std == ((0.3530,) if channels == 1 else (0.229, 0.224, 0.225))
+    assert _norm_stats(channels) == (list(mean), list(std))
+    dm = ImageDataModule("synthetic", img_size=(16, 16), channels=channels, synthetic_size=20,
+                         augment={"crop_padding": 2})
+    dm.setup("fit")
+    for split in (dm.train_set, dm.val_set):
+        (norm,) = [t for t in split.transform.transforms if isinstance(t, v2.Normalize)]
+        assert (norm.mean, norm.std) == _norm_stats(channels)
+    # and applied: a uniform grey image v becomes (v/255 - mean) / std per channel
+    grey = torch.full((channels, 16, 16), 200, dtype=torch.uint8)
+    out = dm.val_set.transform(grey)
+    expected = (200 / 255 - torch.tensor(mean)) / torch.tensor(std)
+    torch.testing.assert_close(out.mean((1, 2)), expected)

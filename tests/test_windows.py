@@ -120,16 +120,40 @@ def test_shifted_window_mask():
     assert torch.all((mask[3] == 0).sum(-1) == 4)
 
 
-def test_relative_position_index():
+def _expected_index(window, table_window):
+    """The paper's index, pair by pair: token i at (hi, wi), token j at (hj, wj) of a row-major
+    window read the table row (Δh + Mh' - 1)(2Mw' - 1) + (Δw + Mw' - 1), Δ = position i - position j,
+    M' the table's window."""
+    (mh, mw), (th, tw) = window, table_window
+    tokens = [(h, w) for h in range(mh) for w in range(mw)]
+    return torch.tensor([[(hi - hj + th - 1) * (2 * tw - 1) + (wi - wj + tw - 1) for hj, wj in tokens]
+                         for hi, wi in tokens])
+
+
+@pytest.mark.parametrize(("window", "table_window"), [
+    ((7, 7), (7, 7)),
+    ((2, 3), (2, 3)),  # non-square: rows and columns must not be swapped
+    ((3, 5), (3, 5)),
+    ((4, 4), (7, 7)),  # a smaller window reads the centre of a larger table
+    ((2, 5), (7, 7)),
+    ((3, 2), (4, 6)),
+])
+def test_relative_position_index(window, table_window):
+    idx = relative_position_index(window, table_window)
+    n = window[0] * window[1]
+    assert idx.shape == (n, n)
+    assert torch.equal(idx, _expected_index(window, table_window))
+    centre = (table_window[0] - 1) * (2 * table_window[1] - 1) + table_window[1] - 1  # Δ = (0, 0)
+    assert torch.all(idx.diagonal() == centre)
+    # (i, j) and (j, i) have opposite offsets, which sit mirrored about the table's centre
+    assert torch.all(idx + idx.T == 2 * centre)
+    # every offset a window can hold, each once per offset: (2Mh-1)(2Mw-1) distinct rows
+    assert idx.unique().numel() == (2 * window[0] - 1) * (2 * window[1] - 1)
+
+
+def test_relative_position_index_covers_the_table_and_refuses_a_larger_window():
     idx = relative_position_index((7, 7))
-    assert idx.shape == (49, 49)
     assert idx.min() == 0 and idx.max() == 13 * 13 - 1
-    assert torch.all(idx.diagonal() == 6 * 13 + 6)  # zero offset: the centre of the table
-    assert torch.equal(idx, idx.T.flip(0).flip(1).T.flip(0).flip(1))
-    # a pair (i, j) and its opposite (j, i) index mirror rows of the table
-    assert torch.all(idx + idx.T == 2 * (6 * 13 + 6))
-    # a smaller window uses a centred subset of the larger table, with the same offsets
-    small = relative_position_index((4, 4), (7, 7))
-    assert small.max() < 169 and torch.all(small.diagonal() == 6 * 13 + 6)
+    assert torch.equal(idx, relative_position_index((7, 7), (7, 7)))
     with pytest.raises(ValueError, match="larger than the bias table"):
         relative_position_index((8, 8), (7, 7))

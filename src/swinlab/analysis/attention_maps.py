@@ -10,9 +10,13 @@ shifted window, zero on the tokens the region mask hides.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 from torch import nn
 
+from ..data import ImageDataModule
 from ..functional.windows import (
     cyclic_shift,
     relative_bias,
@@ -21,6 +25,7 @@ from ..functional.windows import (
     window_reverse,
 )
 from ..layers import WindowAttention
+from .plots import plot_attention
 
 
 def window_attention_weights(attn: WindowAttention, qkv: torch.Tensor, map_size: tuple[int, int]):
@@ -61,8 +66,11 @@ def query_attention_maps(model: nn.Module, images: torch.Tensor, query: tuple[in
     """Head-averaged attention of the token at ``query`` (row, col on the stage's token grid) over
     the map, for ``blocks`` of ``stage`` (block 0: W-MSA, block 1: SW-MSA).
 
+    The model runs in eval mode (no drop path, grid sampling) and is handed back in the mode it
+    came in.
+
     Returns:
-        ``(B, len(blocks), H, W)`` on the stage's token grid.
+        ``(B, len(blocks), H, W)`` on the stage's token grid, on the model's output device.
     """
     layers = [model.stages[stage].blocks[i].attn for i in blocks]
     captured: dict[int, torch.Tensor] = {}
@@ -72,9 +80,12 @@ def query_attention_maps(model: nn.Module, images: torch.Tensor, query: tuple[in
         hooks.append(layer.register_forward_pre_hook(
             lambda m, a, i=i: sizes.__setitem__(i, tuple(a[0].shape[1:3]))))
         hooks.append(layer.qkv.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(i, out)))
+    modes = [(m, m.training) for m in model.modules()]  # the caller's, restored module by module
     try:
         model.eval()(images)
     finally:
+        for m, training in modes:
+            m.training = training
         for h in hooks:
             h.remove()
     maps = []
@@ -90,7 +101,42 @@ def query_attention_maps(model: nn.Module, images: torch.Tensor, query: tuple[in
         target = query[0] * wp + query[1]
         win, slot = (origin == target).nonzero()[0].tolist()
         row = probs[:, win, :, slot, :].mean(1)  # (B, N): averaged over heads
-        full = torch.zeros(len(images), hp * wp, dtype=row.dtype)
+        full = row.new_zeros(len(images), hp * wp)  # (B, Hp*Wp) on the layer's device
         full[:, origin[win]] = row
         maps.append(full.view(-1, hp, wp)[:, :h, :w])
     return torch.stack(maps, 1)  # (B, len(blocks), H, W)
+
+
+def attention_figure(net: nn.Module, data: str, data_dir: str | None, path: str | os.PathLike,
+                     n: int = 4) -> Path:
+    """The reports' attention figure: for the first ``n`` test images of ``data``, the head-averaged
+    attention of the centre token in block 1 (W-MSA) and block 2 (SW-MSA) of stage 1, drawn over the
+    image with the window borders (:func:`swinlab.analysis.plots.plot_attention`).
+
+    Args:
+        net: a Swin classifier (``net.config`` gives its input size, channels, patch and window).
+        data, data_dir: the data it was trained on (see :class:`swinlab.data.ImageDataModule`).
+
+    Returns:
+        ``path``, a PNG.
+    """
+    cfg = net.config
+    dm = ImageDataModule(data, data_dir, img_size=cfg.img_size, channels=cfg.in_chans, test_limit=64,
+                         augment=None)
+    dm.setup("test")
+    raw = [dm.test_set.dataset[dm.test_set.indices[i]][0] for i in range(n)]  # uint8 (C, H, W)
+    device = next(net.parameters()).device
+    x = torch.stack([dm.test_set[i][0] for i in range(n)]).to(device)  # (n, C, H, W)
+    grid = (-(-cfg.img_size[0] // cfg.patch_size), -(-cfg.img_size[1] // cfg.patch_size))
+    query = (grid[0] // 2, grid[1] // 2)  # the centre token: its shifted window straddles borders
+    maps = query_attention_maps(net, x, query)  # (n, 2, h, w)
+    was_training = net.training
+    with torch.no_grad():
+        pred = net.eval()(x).argmax(-1).tolist()
+    net.train(was_training)
+    names = dm.classes
+    titles = [f"true {names[dm.test_set[i][1]]} / pred {names[p]}" for i, p in enumerate(pred)]
+    images = [r.permute(1, 2, 0).squeeze(-1).numpy() for r in raw]
+    m = cfg.window_size[0]
+    return plot_attention(images, maps.cpu().numpy(), query, cfg.patch_size, m, m // 2 if cfg.shift else 0,
+                          titles, path)

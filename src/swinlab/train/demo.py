@@ -10,9 +10,8 @@ from pathlib import Path
 
 import torch
 
-from ..analysis.attention_maps import query_attention_maps
-from ..analysis.plots import plot_attention, plot_confusion, plot_training_curves
-from ..data import ImageDataModule
+from ..analysis.attention_maps import attention_figure
+from ..analysis.plots import plot_confusion, plot_training_curves
 from .recipes import get_recipe
 from .run import evaluate, fit, load_checkpoint
 
@@ -36,7 +35,8 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, data_dir: str | No
     plot_training_curves(out / "metrics.csv", out / "training_curves.png")
     plot_confusion(test["confusion"], test["classes"], out / "confusion_matrix.png",
                    title=f"test confusion matrix: {test['acc1']:.2%} top-1 on {test['images']} images")
-    attention_png = _attention_figure(result["model"], config, out / "attention_maps.png")
+    net, _ = load_checkpoint(result["model"])
+    attention_png = attention_figure(net, config.data, config.data_dir, out / "attention_maps.png")
 
     metrics = {
         "recipe": config.name, "model": config.model, "quick": quick,
@@ -49,27 +49,6 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, data_dir: str | No
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "report.md").write_text(_report(metrics, test, attention_png))
     return metrics
-
-
-def _attention_figure(checkpoint, config, path: Path, n: int = 4) -> Path:
-    net, _ = load_checkpoint(checkpoint)
-    cfg = net.config
-    dm = ImageDataModule(config.data, config.data_dir, img_size=cfg.img_size, channels=cfg.in_chans,
-                         test_limit=64, augment=None)
-    dm.setup("test")
-    raw = [dm.test_set.dataset[dm.test_set.indices[i]][0] for i in range(n)]  # uint8 (C, H, W)
-    x = torch.stack([dm.test_set[i][0] for i in range(n)])
-    grid = (-(-cfg.img_size[0] // cfg.patch_size), -(-cfg.img_size[1] // cfg.patch_size))
-    query = (grid[0] // 2, grid[1] // 2)  # the centre token: its shifted window straddles borders
-    maps = query_attention_maps(net, x, query)  # (n, 2, h, w)
-    with torch.no_grad():
-        pred = net(x).argmax(-1).tolist()
-    names = dm.classes
-    titles = [f"true {names[dm.test_set[i][1]]} / pred {names[p]}" for i, p in enumerate(pred)]
-    images = [r.permute(1, 2, 0).squeeze(-1).numpy() for r in raw]
-    m = cfg.window_size[0]
-    return plot_attention(images, maps.numpy(), query, cfg.patch_size, m, m // 2 if cfg.shift else 0, titles,
-                          path)
 
 
 def _report(m: dict, test: dict, attention_png: Path) -> str:

@@ -1,0 +1,188 @@
+"""The ablation study's outputs (``swinlab study ablations``): ``results.json``, ``report.md``, the
+speed-accuracy plot and the attention figure, written from finished runs.
+
+The study itself (its variants, tables and runs) lives in :mod:`swinlab.train.study`, which hands
+them in; nothing here trains or reads run directories.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ..files import write_json
+from ..models.registry import create_model
+from .attention_maps import attention_figure
+from .benchmark import environment
+from .plots import plot_speed_accuracy
+from .profile import profile
+from .stats import format_comparison, summarize
+
+if TYPE_CHECKING:
+    from ..train.recipes import TrainConfig
+
+# A report table: (section title, ((row label, variant name), ...)); one variant may fill several rows.
+Sections = Sequence[tuple[str, Sequence[tuple[str, str]]]]
+
+
+def write_report(out: str | os.PathLike, runs: dict[str, list[dict]], *, variants: Sequence[Any],
+                 reference: str, tables: Sequence[tuple[str, Sections]], schedule: TrainConfig, seeds: int,
+                 missing: list[str], settings: dict, throughput: Any,
+                 attention_model: nn.Module | None = None) -> dict:
+    """``results.json``, ``report.md``, ``speed_accuracy.png`` and (given ``attention_model``)
+    ``attention_maps.png`` in ``out``; returns what ``results.json`` holds.
+
+    Args:
+        runs: finished results (``result.json`` of each run) per variant, sorted by seed.
+        variants: the study's variants, in report order (``name``, ``model``, ``overrides``, ``label``,
+            ``group`` each).
+        reference: the variant every other one is compared with (the tie rule of
+            :func:`swinlab.analysis.stats.compare`).
+        tables: ``(heading, sections)`` per report table.
+        schedule: the shared training config, described in the report.
+        seeds: seeds per variant the study asks for.
+        missing: ``"<variant> seed <k>"`` of the runs not finished yet.
+        settings: the study's settings as plain JSON, stored in ``results.json``.
+        throughput: how throughput was measured (``batch_size``, ``warmup``, ``repeats``).
+        attention_model: the model whose attention maps the report shows (the reference's seed 0).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    by_name = {v.name: v for v in variants}
+    summary = summarize(runs, reference=reference, order=list(by_name))
+    env = environment("cpu")
+    env["torch_threads"] = torch.get_num_threads()
+    figures = {}
+    if summary:
+        points = [{"label": by_name[n].label if n != reference else "Swin (default)",
+                   "group": by_name[n].group, "throughput": s["throughput"], "acc1": 100 * s["acc1_mean"],
+                   "acc1_std": 100 * s["acc1_std"] if s["acc1_std"] is not None else None}
+                  for n, s in summary.items()]
+        figures["speed"] = plot_speed_accuracy(points, out / "speed_accuracy.png",
+                                               title=f"{schedule.data}: top-1 vs. CPU inference throughput")
+    if attention_model is not None:
+        figures["attention"] = attention_figure(attention_model, schedule.data, schedule.data_dir,
+                                                out / "attention_maps.png")
+    results = {"settings": settings, "environment": env, "summary": summary, "missing": missing,
+               "runs": dict(runs)}
+    write_json(out / "results.json", results)
+    text = _report(schedule, seeds, summary, runs, env, throughput, figures, missing, tables=tables,
+                   order=list(by_name), reference=by_name[reference])
+    (out / "report.md").write_text(text)
+    return results
+
+
+def _report(schedule: TrainConfig, seeds: int, summary: dict, runs: dict, env: dict, throughput: Any,
+            figures: dict, missing: list[str], *, tables: Sequence[tuple[str, Sections]], order: list[str],
+            reference: Any) -> str:
+    c = schedule
+    n_train = c.train_limit if c.train_limit else "all"
+    machine = env["machine"]
+    lines = [
+        f"# Ablation study on {c.data}: Swin's Table 4, global context, baselines", "",
+        f"Reproduce: `swinlab study ablations --data {c.data} --seeds {seeds} --epochs {c.epochs}"
+        + (f" --train-limit {c.train_limit}" if c.train_limit else "")
+        + (f" --test-limit {c.test_limit}" if c.test_limit else "")
+        + f" --threads {env['torch_threads']} --out DIR` (resumable: the same command again finishes what "
+        "is missing; `--report-only` rewrites this report from the finished runs).", "",
+        "## Settings", "",
+        f"**Reduced CPU schedule** (recipe `{c.name}`): {c.epochs} epoch(s) on {n_train} training images "
+        f"(val {c.val_size} held out of the training split; test: "
+        f"{'the full test set' if not c.test_limit else f'first {c.test_limit} test images'}), "
+        f"batch {c.batch_size}, AdamW peak lr {c.base_lr * c.batch_size / 512:g} (base {c.base_lr:g} × "
+        f"batch/512), {c.warmup_epochs:g} warmup epoch(s), cosine to {c.min_lr_ratio:g}×, "
+        f"weight decay {c.weight_decay:g}, "
+        f"label smoothing {c.label_smoothing:g}, gradient clip {c.clip_grad}, "
+        f"{'no augmentation' if not c.augment else 'augmentation ' + json.dumps(c.augment_kwargs())}, "
+        f"model overrides {json.dumps(c.model_overrides)}, precision {c.precision}. "
+        "These models are far from converged; the numbers rank the switches under this budget only and "
+        "are not the paper's ImageNet numbers.", "",
+        f"Seeds 0…{seeds - 1}. Seed k fixes the initialization, the train/val split (and so which "
+        "training images are used) and the batch order; every variant sees exactly the same data at "
+        "seed k, and every run uses the same schedule. The test images are the same for every run.", "",
+        f"Params and MACs: `swinlab.analysis.profile` (MACs per 28×28 image; the paper's \"FLOPs\"). "
+        f"Throughput: inference images/s on this CPU, batch {throughput.batch_size}, float32, median of "
+        f"{throughput.repeats} steps after {throughput.warmup} warm-up steps, {env['torch_threads']} torch "
+        "thread(s), measured right after each run and the median taken over seeds. The machine is shared "
+        "with other jobs, so throughput is noisy (± ~10-20%); compare large ratios only.", "",
+        f"Machine: {machine['cpu']}, {machine['cpu_count']} cores ({machine['cpus_usable']} usable), "
+        f"torch {env['versions']['torch']}, Python {env['versions']['python']}, {machine['platform']}; "
+        f"report written {env['date_utc']}.", "",
+        "**Tie rule.** Δ is the difference of mean top-1 against the default Swin (shifted windows, "
+        "rel. pos.), in accuracy points. A difference with |Δ| ≤ √(s_variant² + s_default²), the combined "
+        "sample standard deviation over seeds, is a **tie**; only a larger one is called better/worse. "
+        "With one seed there is no spread and nothing is called a win (\"1 seed\"). With two seeds a "
+        "standard deviation rests on one degree of freedom and can be small by chance: read a verdict as a "
+        "lead for a longer run with more seeds, not as a result.", "",
+        _shift_note(schedule, reference), "",
+    ]
+    if missing:
+        lines += [f"**Incomplete:** {len(missing)} run(s) have not finished: {', '.join(missing)}. "
+                  "Run the same command again to complete them.", ""]
+    for k, (heading, sections) in enumerate(tables):
+        lines += [*([""] if k else []), f"## {heading}", ""]
+        lines += _table(sections, summary, reference.name)
+    if "speed" in figures:
+        lines += ["", "## Speed vs. accuracy", "",
+                  "Mean top-1 over seeds (error bars: ± one standard deviation) against CPU inference "
+                  "throughput.",
+                  "", f"![speed vs accuracy]({figures['speed'].name})"]
+    if "attention" in figures:
+        lines += ["", "## Attention maps: regular and shifted windows", "",
+                  "The default Swin (seed 0): head-averaged attention of the centre token (green ×) in "
+                  "block 1 (W-MSA, regular windows) and block 2 (SW-MSA, windows shifted by ⌊M/2⌋) of "
+                  "stage 1; cyan lines are window borders. In the shifted block, zero attention inside the "
+                  "window marks tokens the region mask hides because they wrapped around.", "",
+                  f"![attention maps]({figures['attention'].name})"]
+    lines += ["", "## Runs", "",
+              "| variant | seed | top-1 | top-5 | steps | train s | test s | wall s | img/s |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name in [n for n in order if n in runs]:
+        for r in runs[name]:
+            lines.append(f"| {name} | {r['seed']} | {r['test']['acc1']:.2%} | {r['test']['acc5']:.2%} | "
+                         f"{r['steps']} | {r['train_s']:.0f} | {r['eval_s']:.0f} | {r['wall_s']:.0f} | "
+                         f"{r['throughput']['images_per_s']:.0f} |")
+    total = sum(r["wall_s"] for rs in runs.values() for r in rs)
+    lines += ["", f"Total wall time of the runs: {total / 60:.1f} min.", ""]
+    return "\n".join(lines)
+
+
+def _shift_note(schedule: TrainConfig, variant: Any) -> str:
+    """Which blocks of the study's Swin attend over shifted windows at its image size."""
+    with torch.device("meta"):
+        model = create_model(variant.model, **{**schedule.model_overrides, **variant.overrides})
+    stages = profile(model, memory=False)["stages"]
+    shifted = sum(any(b["shift"]) for s in stages for b in s["windows"])
+    maps = ", ".join(f"{'×'.join(map(str, s['map_size']))} ({s['num_windows']} window(s) of "
+                     f"{'×'.join(map(str, s['windows'][0]['window']))})" for s in stages)
+    blocks = sum(s["blocks"] for s in stages)
+    return (f"**What the switches can change here.** In `{variant.model}` the stages attend over maps of "
+            f"{maps}; only {shifted} of {blocks} blocks attend over shifted windows. Where a map is no "
+            "larger than the window, the window is the whole map and the shift is dropped (as in the "
+            f"paper's code), so shifting and the region mask act on those {shifted} block(s) only: much less "
+            "than in Swin-T at 224² (56×56 tokens in 64 windows in stage 1).")
+
+
+def _table(sections: Sections, summary: dict, reference: str) -> list[str]:
+    lines = ["| | top-1 (%) mean ± std | vs. default | params | MACs | throughput (img/s) |",
+             "|---|---|---|---|---|---|"]
+    for title, rows in sections:
+        lines.append(f"| ***{title}*** | | | | | |")
+        for label, name in rows:
+            s = summary.get(name)
+            if s is None:
+                lines.append(f"| {label} | not run | | | | |")
+                continue
+            std = f" ± {100 * s['acc1_std']:.2f}" if s["acc1_std"] is not None else ""
+            n = len(s["acc1"])
+            bold = "**" if name == reference else ""
+            lines.append(f"| {bold}{label}{bold} | {100 * s['acc1_mean']:.2f}{std} (n={n}) | "
+                         f"{format_comparison(s['vs_default'])} | {s['params'] / 1e6:.2f}M | "
+                         f"{s['macs'] / 1e6:.1f}M | {s['throughput']:.0f} |")
+    return lines
