@@ -4,16 +4,14 @@ holds, interleaving, the linear-backend switch per step. No test asserts a wall-
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
 
 import swinlab
+from swinlab.analysis import benchmark as bm
 from swinlab.cli import main
 from swinlab.kernels import linear as lin
-
-bm = sys.modules["swinlab.analysis.benchmark"]  # `swinlab.analysis.benchmark` the attribute is a function
 
 
 def test_prepare_and_run_time_interleaved_steps():
@@ -73,8 +71,8 @@ def test_prepare_rejects_bad_settings(kwargs, says):
 
 
 def test_scaling_reports_cost_per_pixel():
-    rows = bm.scaling(lambda s: swinlab.create_model("swin_pico", img_size=s), [32, 64], batch_size=1,
-                      warmup=1, repeats=2, name="pico", device="cpu")
+    pico = bm.Candidate("pico", lambda s: swinlab.create_model("swin_pico", img_size=s))
+    rows = bm.scaling([pico], [32, 64], batch_size=1, warmup=1, repeats=2, device="cpu")
     assert [r["pixels"] for r in rows] == [32 * 32, 64 * 64]
     assert rows[0]["relative_cost_per_pixel"] == 1.0
     for r in rows:
