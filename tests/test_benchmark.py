@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import swinlab
+import swinlab.errors
 from swinlab.analysis import benchmark as bm
 from swinlab.cli import main
 from swinlab.kernels import linear as lin
@@ -116,3 +117,54 @@ def test_compile_mode_is_checked_and_recorded():
     step = bm.prepare(swinlab.create_model("swin_pico"), batch_size=1, img_size=32, device="cpu",
                       compile="default")
     assert step.compile == "default"
+
+
+def test_candidates_expand_backends_for_swin_only_and_reject_unknown_names():
+    labels = [c.label for c in bm.candidates(["swin_pico", "vit_pico", "torchvision:swin_t"],
+                                             backends=["reference", "sdpa"], linear_backends=["torch"])]
+    assert labels == ["swin_pico[reference, linear=torch]", "swin_pico[sdpa, linear=torch]",
+                      "vit_pico[linear=torch]", "torchvision:swin_t"]
+    with pytest.raises(swinlab.errors.ConfigError, match="unknown model 'nope'"):
+        bm.candidates(["nope"])
+
+
+def test_compare_times_every_mode_and_adds_speedups_against_the_baselines():
+    models = [bm.Candidate(n, lambda s: swinlab.create_model("swin_pico", img_size=s)) for n in ("a", "b")]
+    out = bm.compare(models, img_size=32, modes=["infer", "train"], warmup=1, repeats=2, baselines=["b"],
+                     batch_size=1, device="cpu")
+    assert list(out) == ["infer", "train"] and all(list(r) == ["a", "b"] for r in out.values())
+    for results in out.values():
+        assert results["b"]["speedup_vs_b"] == 1.0
+        a, b = results["a"], results["b"]
+        assert a["speedup_vs_b"] == pytest.approx(b["median_s"] / a["median_s"])
+        assert "speedup_vs_a" not in results["a"]
+    assert out["train"]["a"]["mode"] == "train"
+    with pytest.raises(swinlab.errors.ConfigError, match="baselines"):
+        bm.compare(models, img_size=32, baselines=["timm"], device="cpu")
+
+
+def test_scaling_interleaves_candidates_each_against_its_own_first_size(monkeypatch):
+    order = []
+    real = bm.run
+
+    def spy(steps, **kw):
+        order.extend(steps)
+        return real(steps, **kw)
+
+    monkeypatch.setattr(bm, "run", spy)
+    models = [bm.Candidate(n, lambda s: swinlab.create_model("swin_pico", img_size=s)) for n in ("p", "q")]
+    rows = bm.scaling(models, [32, 64], warmup=1, repeats=1, device="cpu")
+    assert order == ["p@32x32", "p@64x64", "q@32x32", "q@64x64"]  # one run: all four interleaved
+    assert [r["model"] for r in rows] == ["p", "p", "q", "q"]
+    assert [r["relative_cost_per_pixel"] for r in rows][::2] == [1.0, 1.0]
+    q32, q64 = rows[2:]
+    assert q64["relative_cost_per_pixel"] == pytest.approx(q64["ns_per_pixel"] / q32["ns_per_pixel"])
+
+
+def test_cli_bench_scaling_writes_rows_per_model_and_size(tmp_path, capsys):
+    path = tmp_path / "scaling.json"
+    assert main(["bench", "swin_pico", "--scaling", "32", "64", "--batch-size", "1", "--warmup", "1",
+                 "--repeats", "1", "--device", "cpu", "--json", str(path)]) == 0
+    assert "ns/pixel" in capsys.readouterr().out
+    rows = json.loads(path.read_text())["scaling"]
+    assert [(r["model"], r["img_size"]) for r in rows] == [("swin_pico", [32, 32]), ("swin_pico", [64, 64])]
