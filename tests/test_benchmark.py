@@ -144,17 +144,17 @@ def test_compare_times_every_mode_and_adds_speedups_against_the_baselines():
 
 
 def test_scaling_interleaves_candidates_each_against_its_own_first_size(monkeypatch):
-    order = []
+    runs = []
     real = bm.run
 
     def spy(steps, **kw):
-        order.extend(steps)
+        runs.append(list(steps))
         return real(steps, **kw)
 
     monkeypatch.setattr(bm, "run", spy)
     models = [bm.Candidate(n, lambda s: swinlab.create_model("swin_pico", img_size=s)) for n in ("p", "q")]
     rows = bm.scaling(models, [32, 64], warmup=1, repeats=1, device="cpu")
-    assert order == ["p@32x32", "p@64x64", "q@32x32", "q@64x64"]  # one run: all four interleaved
+    assert runs == [["p@32x32", "p@64x64", "q@32x32", "q@64x64"]]  # one run: all four interleaved
     assert [r["model"] for r in rows] == ["p", "p", "q", "q"]
     assert [r["relative_cost_per_pixel"] for r in rows][::2] == [1.0, 1.0]
     q32, q64 = rows[2:]
