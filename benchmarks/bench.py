@@ -24,7 +24,7 @@ Writes ``OUT/<name>.json`` (results, ratios, machine, versions, date) and ``OUT/
 from __future__ import annotations
 
 import argparse
-import json
+from functools import partial
 from pathlib import Path
 
 import timm
@@ -32,7 +32,9 @@ import torch
 import torchvision
 
 import swinlab
-from swinlab.analysis.benchmark import COMPILE_MODES, environment, prepare, run
+from swinlab.analysis import benchmark as bm
+from swinlab.cli.bench import add_timing_arguments
+from swinlab.files import write_json
 from swinlab.kernels import linear as linear_kernels
 from swinlab.weights import convert, load_state_dict
 
@@ -43,81 +45,73 @@ def _progress(name: str, repeat: int, seconds: float) -> None:
     print(f"  {name:<32} step {repeat + 1:>2}: {seconds * 1e3:8.1f} ms", flush=True)
 
 
-def _swin_models(backends: list[str], compile_: str | None,
-                 linear_backends: list[str]) -> dict[str, tuple[torch.nn.Module, bool | str, str | None]]:
-    """``{label: (model, compile, linear backend)}``: timm, torchvision and swinlab per attention backend
-    (and per linear backend after the first), timm's weights in all."""
+def _timm(family: str, size: tuple[int, int], state: dict | None = None) -> torch.nn.Module:
     torch.manual_seed(0)
-    peer = timm.create_model(TIMM_NAMES["swin_t"])
-    weights = convert(peer.state_dict(), "timm")
-    models = {"timm": (peer, False, None), "torchvision": (torchvision.models.swin_t(), False, None)}
+    model = timm.create_model(TIMM_NAMES[family], img_size=size)
+    if state is not None:
+        model.load_state_dict(state)
+    return model
 
-    def ours(backend):
-        model = swinlab.create_model("swin_t", attention_backend=backend)
-        load_state_dict(model, weights)
-        return model
 
-    for backend in backends:
-        models[f"swinlab[{backend}]"] = (ours(backend), False, None)
-        for linear in linear_backends[1:]:
-            models[f"swinlab[{backend}, linear={linear}]"] = (ours(backend), False, linear)
-    if compile_:
-        models[f"swinlab[{backends[0]}]+compile"] = (ours(backends[0]), compile_, None)
-        twin = timm.create_model(TIMM_NAMES["swin_t"])
-        twin.load_state_dict(peer.state_dict())
-        models["timm+compile"] = (twin, compile_, None)
+def _swinlab(family: str, size: tuple[int, int], backend: str | None = None,
+             state: dict | None = None, linear: str = "auto") -> torch.nn.Module:
+    model = swinlab.create_model(family, img_size=size, linear_backend=linear,
+                                 **({"attention_backend": backend} if backend else {}))
+    if state is not None:
+        load_state_dict(model, state)
+    return model
+
+
+def swin_candidates(args) -> list[bm.Candidate]:
+    """timm, torchvision and swinlab per attention backend (and per linear backend after the first),
+    timm's weights in all but torchvision's; with ``--compile``, compiled swinlab and timm too."""
+    size = (args.img_size, args.img_size)
+    peer = _timm("swin_t", size).state_dict()
+    ours = convert(peer, "timm")
+    models = [bm.Candidate("timm", partial(_timm, "swin_t", state=peer)),
+              bm.Candidate("torchvision", lambda s: torchvision.models.swin_t())]
+    for backend in args.backends:
+        build = partial(_swinlab, "swin_t", backend=backend, state=ours, linear=args.linear_backends[0])
+        models.append(bm.Candidate(f"swinlab[{backend}]", build))
+        models += [bm.Candidate(f"swinlab[{backend}, linear={linear}]", build, linear_backend=linear)
+                   for linear in args.linear_backends[1:]]
+    if args.compile:
+        models += [bm.Candidate(f"swinlab[{args.backends[0]}]+compile",
+                                partial(_swinlab, "swin_t", backend=args.backends[0], state=ours,
+                                        linear=args.linear_backends[0]),
+                                compile=args.compile),
+                   bm.Candidate("timm+compile", partial(_timm, "swin_t", state=peer), compile=args.compile)]
     return models
 
 
 def compare(args) -> dict:
     """Swin-T: every model, every mode, interleaved; ratios against timm and torchvision."""
-    out = {}
-    for mode in args.mode:
-        print(f"{mode}: batch {args.batch_size}, {args.img_size}², {args.dtype}, {args.device}", flush=True)
-        models = _swin_models(args.backends, args.compile, args.linear_backends)
-        steps = {name: prepare(model, batch_size=args.batch_size, img_size=args.img_size, dtype=args.dtype,
-                               mode=mode, compile=comp, device=args.device, name=name, linear_backend=linear)
-                 for name, (model, comp, linear) in models.items()}
-        results = run(steps, warmup=args.warmup, repeats=args.repeats, callback=_progress)
-        for r in results.values():
-            if args.brief:
+    print(f"batch {args.batch_size}, {args.img_size}², {args.dtype}, {args.device}", flush=True)
+    out = bm.compare(swin_candidates(args), img_size=args.img_size, modes=args.mode, warmup=args.warmup,
+                     repeats=args.repeats, baselines=["timm", "torchvision"], callback=_progress,
+                     batch_size=args.batch_size, dtype=args.dtype, device=args.device)
+    for mode, results in out.items():
+        if args.brief:
+            for r in results.values():
                 r.pop("times_s")
-            r["speedup_vs_timm"] = results["timm"]["median_s"] / r["median_s"]
-            r["speedup_vs_torchvision"] = results["torchvision"]["median_s"] / r["median_s"]
-        out[mode] = results
-        for name, r in results.items():
-            print(f"{name:<28} {r['median_s'] * 1e3:8.1f} ms (p10 {r['p10_s'] * 1e3:7.1f}, "
-                  f"p90 {r['p90_s'] * 1e3:7.1f})  {r['images_per_s']:7.2f} img/s  "
-                  f"×{r['speedup_vs_timm']:.2f} vs timm  ×{r['speedup_vs_torchvision']:.2f} vs torchvision",
-                  flush=True)
+        print(bm.format_results(mode, results, bm.environment(args.device)), flush=True)
     return out
 
 
 def scaling(args) -> list[dict]:
     """Swin-T and DeiT-S (swinlab, timm) at every size, all interleaved; cost per pixel."""
-    steps, meta = {}, {}
-    for size in args.scaling:
-        for family in ("swin_t", "deit_s"):
-            torch.manual_seed(0)
-            peer = timm.create_model(TIMM_NAMES[family], img_size=size)
-            ours = swinlab.create_model(family, img_size=size)
-            for impl, model in (("swinlab", ours), ("timm", peer)):
-                name = f"{impl}:{family}@{size}"
-                steps[name] = prepare(model, batch_size=args.scaling_batch, img_size=size, dtype=args.dtype,
-                                      mode="infer", device=args.device, name=name)
-                meta[name] = (impl, family, size)
-    results = run(steps, warmup=1, repeats=args.repeats, callback=_progress)
-    rows = []
-    for name, r in results.items():
-        impl, family, size = meta[name]
-        ns = r["median_s"] / r["batch_size"] / size**2 * 1e9
-        rows.append({**r, "impl": impl, "model": family, "size": size, "ns_per_pixel": ns})
-    for row in rows:
-        base = next(r for r in rows if r["impl"] == row["impl"] and r["model"] == row["model"])
-        row["relative_cost_per_pixel"] = row["ns_per_pixel"] / base["ns_per_pixel"]
-        print(f"{row['impl']:<8} {row['model']:<7} {row['size']:>5}²  {row['ns_per_pixel']:8.1f} ns/pixel  "
-              f"×{row['relative_cost_per_pixel']:.2f} of {args.scaling[0]}²", flush=True)
-    return rows
+    models, owner = [], {}
+    for family in ("swin_t", "deit_s"):
+        ours = partial(_swinlab, family, linear=args.linear_backends[0])
+        for impl, build in (("swinlab", ours), ("timm", partial(_timm, family))):
+            models.append(bm.Candidate(f"{impl}:{family}", build))
+            owner[f"{impl}:{family}"] = (impl, family)
+    rows = bm.scaling(models, args.scaling, batch_size=args.scaling_batch, warmup=1, repeats=args.repeats,
+                      callback=_progress, dtype=args.dtype, mode="infer", device=args.device)
+    print(bm.format_scaling(rows), flush=True)
+    # the keys this script's JSON has always had: impl, model (the family), size (the side)
+    return [{**r, "impl": owner[r["model"]][0], "model": owner[r["model"]][1], "size": r["img_size"][0]}
+            for r in rows]
 
 
 def plot(report: dict, path: Path) -> None:
@@ -169,33 +163,25 @@ def plot(report: dict, path: Path) -> None:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch-size", type=int, default=8)
+    add_timing_arguments(p, modes=("infer", "train"), warmup=2, repeats=7)
     p.add_argument("--img-size", type=int, default=224)
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    p.add_argument("--mode", nargs="+", choices=["infer", "train"], default=["infer", "train"])
     p.add_argument("--backends", nargs="+", default=["auto"], help="swinlab attention backends to time")
-    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
-                   choices=COMPILE_MODES,
-                   help="also time torch.compile'd swinlab and timm (MODE: torch.compile's mode; "
-                        "reduce-overhead uses CUDA graphs)")
     p.add_argument("--linear-backends", nargs="+", default=["auto"], choices=linear_kernels.BACKENDS,
                    help="swinlab linear-layer backends (swinlab.kernels.linear): the first for every model, "
                         "each further one adds a swinlab model per attention backend (e.g. auto torch)")
     p.add_argument("--scaling", nargs="+", type=int, help="instead: cost per pixel at these sizes")
     p.add_argument("--scaling-batch", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--brief", action="store_true", help="leave the per-step times out of the JSON")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--name", help="file name stem (default: from the settings)")
     args = p.parse_args(argv)
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.compile = args.compile or None  # the JSON's settings have always said null for no compile
     if args.threads:
         torch.set_num_threads(args.threads)
-    linear_kernels.set_backend(args.linear_backends[0])
 
-    report = {"environment": environment(args.device), "settings": vars(args)}
+    report = {"environment": bm.environment(args.device), "settings": vars(args)}
     if args.scaling:
         report["scaling"] = scaling(args)
         stem = args.name or f"{args.device}_scaling_{args.dtype}"
@@ -204,7 +190,7 @@ def main(argv=None) -> dict:
         stem = args.name or f"{args.device}_swin_t_b{args.batch_size}_{args.img_size}_{args.dtype}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out / f"{stem}.json", report)
     plot(report, out / f"{stem}.png")
     print(f"wrote {out / stem}.json and .png")
     return report

@@ -4,16 +4,16 @@ holds, interleaving, the linear-backend switch per step. No test asserts a wall-
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
 
 import swinlab
+import swinlab.errors
+from swinlab.analysis import benchmark as bm
 from swinlab.cli import main
 from swinlab.kernels import linear as lin
-
-bm = sys.modules["swinlab.analysis.benchmark"]  # `swinlab.analysis.benchmark` the attribute is a function
+from swinlab.layers import Linear
 
 
 def test_prepare_and_run_time_interleaved_steps():
@@ -25,8 +25,8 @@ def test_prepare_and_run_time_interleaved_steps():
         plain = step.fn
 
         def fn(plain=plain, name=name):
-            calls.append((name, lin.get_backend()))
             plain()
+            calls.append((name, model.config.linear_backend))
 
         step.fn = fn
         steps[name] = step
@@ -34,17 +34,18 @@ def test_prepare_and_run_time_interleaved_steps():
     # first call of each, one more warm-up round, then three timed rounds, one step of each in turn
     assert [c[0] for c in calls] == ["a", "b"] * 5
     assert calls[0] == ("a", "auto")  # the backend is set inside the step, around the model's call only
+    assert {m.backend for m in model.modules() if isinstance(m, Linear)} == {"auto"}
     r = results["a"]
     assert r["repeats"] == 3 and len(r["times_s"]) == 3 and r["p10_s"] <= r["median_s"] <= r["p90_s"]
     assert r["images_per_s"] == pytest.approx(2 / r["median_s"])
     assert r["peak_memory_bytes"] is None and r["device"] == "cpu" and r["img_size"] == [32, 32]
-    assert lin.get_backend() == "auto"
+    assert model.config.linear_backend == "auto"
 
 
 def test_linear_backend_is_used_during_the_step(monkeypatch):
     seen = []
     real = lin.select_backend
-    monkeypatch.setattr(lin, "select_backend", lambda x: seen.append(real(x)) or seen[-1])
+    monkeypatch.setattr(lin, "select_backend", lambda backend, x: seen.append(real(backend, x)) or seen[-1])
     step = bm.prepare(swinlab.create_model("swin_pico"), batch_size=1, img_size=32, device="cpu",
                       linear_backend="torch")
     step()
@@ -73,8 +74,8 @@ def test_prepare_rejects_bad_settings(kwargs, says):
 
 
 def test_scaling_reports_cost_per_pixel():
-    rows = bm.scaling(lambda s: swinlab.create_model("swin_pico", img_size=s), [32, 64], batch_size=1,
-                      warmup=1, repeats=2, name="pico", device="cpu")
+    pico = bm.Candidate("pico", lambda s: swinlab.create_model("swin_pico", img_size=s))
+    rows = bm.scaling([pico], [32, 64], batch_size=1, warmup=1, repeats=2, device="cpu")
     assert [r["pixels"] for r in rows] == [32 * 32, 64 * 64]
     assert rows[0]["relative_cost_per_pixel"] == 1.0
     for r in rows:
@@ -118,3 +119,54 @@ def test_compile_mode_is_checked_and_recorded():
     step = bm.prepare(swinlab.create_model("swin_pico"), batch_size=1, img_size=32, device="cpu",
                       compile="default")
     assert step.compile == "default"
+
+
+def test_candidates_expand_backends_for_swin_only_and_reject_unknown_names():
+    labels = [c.label for c in bm.candidates(["swin_pico", "vit_pico", "torchvision:swin_t"],
+                                             backends=["reference", "sdpa"], linear_backends=["torch"])]
+    assert labels == ["swin_pico[reference, linear=torch]", "swin_pico[sdpa, linear=torch]",
+                      "vit_pico[linear=torch]", "torchvision:swin_t"]
+    with pytest.raises(swinlab.errors.ConfigError, match="unknown model 'nope'"):
+        bm.candidates(["nope"])
+
+
+def test_compare_times_every_mode_and_adds_speedups_against_the_baselines():
+    models = [bm.Candidate(n, lambda s: swinlab.create_model("swin_pico", img_size=s)) for n in ("a", "b")]
+    out = bm.compare(models, img_size=32, modes=["infer", "train"], warmup=1, repeats=2, baselines=["b"],
+                     batch_size=1, device="cpu")
+    assert list(out) == ["infer", "train"] and all(list(r) == ["a", "b"] for r in out.values())
+    for results in out.values():
+        assert results["b"]["speedup_vs_b"] == 1.0
+        a, b = results["a"], results["b"]
+        assert a["speedup_vs_b"] == pytest.approx(b["median_s"] / a["median_s"])
+        assert "speedup_vs_a" not in results["a"]
+    assert out["train"]["a"]["mode"] == "train"
+    with pytest.raises(swinlab.errors.ConfigError, match="baselines"):
+        bm.compare(models, img_size=32, baselines=["timm"], device="cpu")
+
+
+def test_scaling_interleaves_candidates_each_against_its_own_first_size(monkeypatch):
+    runs = []
+    real = bm.run
+
+    def spy(steps, **kw):
+        runs.append(list(steps))
+        return real(steps, **kw)
+
+    monkeypatch.setattr(bm, "run", spy)
+    models = [bm.Candidate(n, lambda s: swinlab.create_model("swin_pico", img_size=s)) for n in ("p", "q")]
+    rows = bm.scaling(models, [32, 64], warmup=1, repeats=1, device="cpu")
+    assert runs == [["p@32x32", "p@64x64", "q@32x32", "q@64x64"]]  # one run: all four interleaved
+    assert [r["model"] for r in rows] == ["p", "p", "q", "q"]
+    assert [r["relative_cost_per_pixel"] for r in rows][::2] == [1.0, 1.0]
+    q32, q64 = rows[2:]
+    assert q64["relative_cost_per_pixel"] == pytest.approx(q64["ns_per_pixel"] / q32["ns_per_pixel"])
+
+
+def test_cli_bench_scaling_writes_rows_per_model_and_size(tmp_path, capsys):
+    path = tmp_path / "scaling.json"
+    assert main(["bench", "swin_pico", "--scaling", "32", "64", "--batch-size", "1", "--warmup", "1",
+                 "--repeats", "1", "--device", "cpu", "--json", str(path)]) == 0
+    assert "ns/pixel" in capsys.readouterr().out
+    rows = json.loads(path.read_text())["scaling"]
+    assert [(r["model"], r["img_size"]) for r in rows] == [("swin_pico", [32, 32]), ("swin_pico", [64, 64])]

@@ -1,7 +1,8 @@
 """Analysis of models: the profiler (params, MACs, attention sizes, activation memory) and the
-throughput benchmark (seconds per step, images/s, peak memory, cost per pixel)."""
+throughput benchmark (:mod:`swinlab.analysis.benchmark`: seconds per step, images/s, peak memory,
+cost per pixel)."""
 
-from .benchmark import benchmark, environment, scaling
+from .benchmark import environment, time_model
 from .profile import profile
 
-__all__ = ["benchmark", "environment", "profile", "scaling"]
+__all__ = ["environment", "profile", "time_model"]

@@ -17,9 +17,14 @@ allocated before it, plus the model's own parameters, buffers and optimizer stat
 ``None`` (the process's resident set cannot be attributed to one of several interleaved models).
 
 :func:`environment` describes the machine and the versions for the JSON a benchmark writes, and
-:func:`scaling` times one architecture over several resolutions: the cost per pixel is flat where
-the work is linear in the tokens (Swin's window attention) and grows with the resolution where it
-is quadratic (ViT's global attention).
+:func:`scaling` times models over several resolutions: the cost per pixel is flat where the work is
+linear in the tokens (Swin's window attention) and grows with the resolution where it is quadratic
+(ViT's global attention).
+
+The drivers, ``swinlab bench`` and ``benchmarks/bench.py``, both describe what to time as a list of
+:class:`Candidate` (:func:`candidates` expands registered names over attention and linear backends)
+and time them with :func:`compare` or :func:`scaling`; :func:`format_results` and
+:func:`format_scaling` print the tables. One model alone: :func:`time_model`.
 """
 
 from __future__ import annotations
@@ -30,19 +35,25 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import __version__
+from ..errors import ConfigError
 from ..functional.pair import to_pair
+from ..kernels import linear as linear_kernels
+from ..models.registry import create_model, get_config
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODES = ("infer", "train")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+TORCHVISION_PREFIX = "torchvision:"  # build("torchvision:swin_t"): torchvision's model of that name
 
 
 @dataclass
@@ -84,7 +95,7 @@ class Step:
         return seconds
 
     def result(self) -> dict:
-        """Statistics of the timed calls so far (see :func:`benchmark` for the keys)."""
+        """Statistics of the timed calls so far (see :func:`time_model` for the keys)."""
         t = sorted(self.times)
         if not t:
             raise RuntimeError(f"{self.name}: no timed steps yet")
@@ -140,21 +151,20 @@ def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int
         seed: seed of the random images and labels.
         lr: AdamW's learning rate (small: the weights barely move over a benchmark).
         linear_backend: run the step's linear layers on this :mod:`swinlab.kernels.linear` backend
-            (``None``: whatever is set, normally ``"auto"``); set around each step, so models timed
-            interleaved can use different ones.
+            (``None``: the model's own ``config.linear_backend``); set on the model (with
+            ``set_linear_backend``) around each step and restored after, so steps timed interleaved
+            can share one model with different backends.
     """
-    from ..kernels import linear as linear_kernels
-
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+        raise ConfigError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+        raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
     dev = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda: CUDA is not available here; use device='cpu'")
+        raise ConfigError("device cuda: CUDA is not available here; use device='cpu'")
     size = to_pair(img_size)
     config = getattr(model, "config", None)
     chans = in_chans or getattr(config, "in_chans", 3)
@@ -166,7 +176,7 @@ def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int
         return torch.autocast(dev.type, dtype=DTYPES[dtype]) if dtype != "float32" else nullcontext()
 
     if isinstance(compile, str) and compile not in COMPILE_MODES:
-        raise ValueError(f"compile mode must be one of {list(COMPILE_MODES)}, got {compile!r}")
+        raise ConfigError(f"compile mode must be one of {list(COMPILE_MODES)}, got {compile!r}")
     net = model
     if compile:
         net = torch.compile(model, mode=None if compile is True or compile == "default" else compile)
@@ -208,11 +218,18 @@ def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int
 
     if linear_backend is not None:
         linear_kernels.check_backend(linear_backend)  # fail now on a name that cannot run here
+        if not hasattr(model, "set_linear_backend"):
+            raise ConfigError(f"linear_backend={linear_backend!r}: {type(model).__name__} is not a swinlab "
+                              f"model (it has no set_linear_backend)")
         plain = fn
 
         def fn() -> None:
-            with linear_kernels.use_backend(linear_backend):
+            previous = model.config.linear_backend
+            model.set_linear_backend(linear_backend)
+            try:
                 plain()
+            finally:
+                model.set_linear_backend(previous)
 
     return Step(name=name or type(model).__name__, fn=fn, batch_size=batch_size, img_size=size, dtype=dtype,
                 mode=mode, device=dev, compile=compile, state_bytes=state[0], state_fn=state_fn)
@@ -221,14 +238,14 @@ def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int
 def run(steps: dict[str, Step] | list[Step], *, warmup: int = 3, repeats: int = 10,
         callback: Callable[[str, int, float], None] | None = None) -> dict[str, dict]:
     """Time prepared steps interleaved: ``warmup`` untimed rounds, then ``repeats`` timed rounds, each
-    round one step of every model in turn. Returns ``{name: result}`` (see :func:`benchmark`).
+    round one step of every model in turn. Returns ``{name: result}`` (see :func:`time_model`).
 
     ``callback(name, repeat, seconds)`` is called after every timed step (progress output).
     """
     if isinstance(steps, list):
         steps = {s.name: s for s in steps}
     if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be ≥ 1 and warmup ≥ 0, got {repeats} and {warmup}")
+        raise ConfigError(f"repeats must be ≥ 1 and warmup ≥ 0, got {repeats} and {warmup}")
     for step in steps.values():  # the first call separately: with compile=True it is the compile time
         step.first_s = step()
     for _ in range(max(warmup - 1, 0)):
@@ -243,7 +260,7 @@ def run(steps: dict[str, Step] | list[Step], *, warmup: int = 3, repeats: int = 
     return {name: step.result() for name, step in steps.items()}
 
 
-def benchmark(model: nn.Module, *, batch_size: int = 8, img_size: int | tuple[int, int] = 224,
+def time_model(model: nn.Module, *, batch_size: int = 8, img_size: int | tuple[int, int] = 224,
               dtype: str = "float32", mode: str = "infer", compile: bool | str = False, warmup: int = 3,
               repeats: int = 10, device: str | torch.device | None = None, **kwargs) -> dict:
     """Time ``model`` alone (see :func:`prepare` for the arguments; ``kwargs`` go there too).
@@ -261,32 +278,142 @@ def benchmark(model: nn.Module, *, batch_size: int = 8, img_size: int | tuple[in
     return run({step.name: step}, warmup=warmup, repeats=repeats)[step.name]
 
 
-def scaling(model_builder: Callable[[tuple[int, int]], nn.Module], sizes: Iterable[int | tuple[int, int]],
-            *, batch_size: int = 1, warmup: int = 1, repeats: int = 3, name: str = "model",
-            **kwargs) -> list[dict]:
-    """Cost per pixel over resolutions: ``model_builder((H, W))`` is timed at each size, interleaved.
+@dataclass(frozen=True)
+class Candidate:
+    """One model to time: its label in the results and how to build it for an image size."""
 
-    Returns one row per size: the :func:`benchmark` result plus ``pixels`` (``H·W``),
-    ``seconds_per_image``, ``ns_per_pixel`` (seconds per image / pixels, in ns) and
-    ``relative_cost_per_pixel`` (against the first size). Flat for linear-cost models (Swin),
-    growing for global attention (ViT), whose attention work per pixel grows with the token count.
+    label: str
+    build: Callable[[tuple[int, int]], nn.Module]  # (H, W) -> a fresh model built for that size
+    compile: bool | str = False  # torch.compile it (a string: the compile mode)
+    linear_backend: str | None = None  # run its linear layers on this swinlab.kernels.linear backend
+
+
+def candidates(names: Iterable[str], *, backends: Iterable[str] | None = None,
+               linear_backends: Iterable[str] | None = None, compile: bool | str = False) -> list[Candidate]:
+    """Registered models (or ``torchvision:NAME``) expanded over attention and linear backends.
+
+    Each Swin model is timed once per attention backend in ``backends`` and each swinlab model once
+    per linear backend in ``linear_backends``; labels name what differs: ``swin_t[sdpa, linear=torch]``.
+
+    Raises:
+        ConfigError: for an unknown model name.
     """
-    steps = {}
-    for s in sizes:
-        size = to_pair(s)
-        steps[f"{name}@{size[0]}x{size[1]}"] = prepare(model_builder(size), batch_size=batch_size,
-                                                       img_size=size, name=f"{name}@{size[0]}x{size[1]}",
-                                                       **kwargs)
-    results = run(steps, warmup=warmup, repeats=repeats)
-    rows, first = [], None
-    for r in results.values():
+    out = []
+    for name in names:
+        ours = not name.startswith(TORCHVISION_PREFIX)
+        swin = ours and hasattr(get_config(name), "attention_backend")
+        for backend in (list(backends or []) or [None]) if swin else [None]:
+            for linear in (list(linear_backends or []) or [None]) if ours else [None]:
+                tags = [t for t in (backend, f"linear={linear}" if linear else None) if t]
+                out.append(Candidate(label=f"{name}[{', '.join(tags)}]" if tags else name,
+                                     build=partial(_build_at, name, backend), compile=compile,
+                                     linear_backend=linear))
+    return out
+
+
+def _build_at(name: str, backend: str | None, size: tuple[int, int]) -> nn.Module:
+    return build(name, img_size=size, backend=backend)
+
+
+def compare(models: Sequence[Candidate], *, img_size: int | tuple[int, int] = 224,
+            modes: Iterable[str] = ("infer",), warmup: int = 3, repeats: int = 10,
+            baselines: Iterable[str] = (), callback: Callable[[str, int, float], None] | None = None,
+            **kwargs) -> dict[str, dict[str, dict]]:
+    """Time every candidate at one size, interleaved, once per mode (fresh models per mode).
+
+    Args:
+        models: what to time; labels must be unique.
+        img_size: ``H`` or ``(H, W)``.
+        modes: ``"infer"`` and/or ``"train"``.
+        baselines: labels of candidates to compare against: each result gains
+            ``speedup_vs_<label>`` (the baseline's median over this one's; > 1: faster).
+        callback: as :func:`run`'s.
+        kwargs: :func:`prepare`'s ``batch_size``, ``dtype``, ``device``, ``seed``, ...
+
+    Returns:
+        ``{mode: {label: result}}``, each result as :func:`time_model`'s.
+    """
+    labels = [m.label for m in models]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"candidate labels must be unique, got {labels}")
+    baselines = list(baselines)
+    unknown = [b for b in baselines if b not in labels]
+    if unknown:
+        raise ConfigError(f"baselines {unknown} are not among the candidates {labels}")
+    size = to_pair(img_size)
+    out = {}
+    for mode in modes:
+        steps = {m.label: prepare(m.build(size), img_size=size, mode=mode, compile=m.compile, name=m.label,
+                                  linear_backend=m.linear_backend, **kwargs)
+                 for m in models}
+        results = run(steps, warmup=warmup, repeats=repeats, callback=callback)
+        for r in results.values():
+            for b in baselines:
+                r[f"speedup_vs_{b}"] = results[b]["median_s"] / r["median_s"]
+        out[mode] = results
+    return out
+
+
+def scaling(models: Sequence[Candidate], sizes: Iterable[int | tuple[int, int]], *, batch_size: int = 1,
+            warmup: int = 1, repeats: int = 3, callback: Callable[[str, int, float], None] | None = None,
+            **kwargs) -> list[dict]:
+    """Cost per pixel over resolutions: every candidate at every size, all timed interleaved.
+
+    Returns one row per candidate and size (candidate-major): the :func:`time_model` result (named
+    ``LABEL@HxW``) plus ``model`` (the label), ``pixels`` (``H·W``), ``seconds_per_image``,
+    ``ns_per_pixel`` (seconds per image / pixels, in ns) and ``relative_cost_per_pixel`` (against the
+    candidate's first size). Flat for linear-cost models (Swin), growing for global attention (ViT),
+    whose attention work per pixel grows with the token count. ``kwargs`` go to :func:`prepare`.
+    """
+    sizes = [to_pair(s) for s in sizes]
+    steps, owner = {}, {}
+    for m in models:
+        for h, w in sizes:
+            key = f"{m.label}@{h}x{w}"
+            steps[key] = prepare(m.build((h, w)), batch_size=batch_size, img_size=(h, w), name=key,
+                                 compile=m.compile, linear_backend=m.linear_backend, **kwargs)
+            owner[key] = m.label
+    results = run(steps, warmup=warmup, repeats=repeats, callback=callback)
+    rows, first = [], {}
+    for key, r in results.items():
         pixels = r["img_size"][0] * r["img_size"][1]
         per_image = r["median_s"] / r["batch_size"]
         ns = per_image / pixels * 1e9
-        first = first or ns
-        rows.append({**r, "model": name, "pixels": pixels, "seconds_per_image": per_image, "ns_per_pixel": ns,
-                     "relative_cost_per_pixel": ns / first})
+        first.setdefault(owner[key], ns)
+        rows.append({**r, "model": owner[key], "pixels": pixels, "seconds_per_image": per_image,
+                     "ns_per_pixel": ns, "relative_cost_per_pixel": ns / first[owner[key]]})
     return rows
+
+
+def format_results(mode: str, results: dict[str, dict], env: dict) -> str:
+    """A :func:`compare` mode's results as a table: ms per step (median, p10, p90), images/s, the
+    ratio against the first model, each ``speedup_vs_*`` and the peak memory."""
+    first = next(iter(results.values()))
+    m = env["machine"]
+    size = "×".join(map(str, first["img_size"]))
+    against = [k for k in first if k.startswith("speedup_vs_")]
+    lines = [f"{mode}, {first['dtype']}, batch {first['batch_size']}, {size}, {first['device']}"
+             f" ({m['gpu'] or m['cpu']}, {m['torch_threads']} threads); "
+             f"median of {first['repeats']} interleaved steps",
+             f"  {'model':<32} {'ms/step':>9} {'p10':>9} {'p90':>9} {'img/s':>8} {'vs first':>9} "
+             + "".join(f"{'vs ' + k[len('speedup_vs_'):]:>15} " for k in against) + f"{'peak MiB':>9}"]
+    for name, r in results.items():
+        peak = f"{r['peak_memory_bytes'] / 2**20:9.0f}" if r["peak_memory_bytes"] is not None else "      n/a"
+        lines.append(f"  {name:<32} {r['median_s'] * 1e3:>9.1f} {r['p10_s'] * 1e3:>9.1f} "
+                     f"{r['p90_s'] * 1e3:>9.1f} {r['images_per_s']:>8.1f} "
+                     f"{first['median_s'] / r['median_s']:>8.2f}× "
+                     + "".join(f"{r[k]:>14.2f}× " for k in against) + peak)
+    return "\n".join(lines)
+
+
+def format_scaling(rows: list[dict]) -> str:
+    """:func:`scaling` rows as a table: ms per image, ns per pixel, cost per pixel against the first size."""
+    lines = [f"{'model':<32} {'mode':<6} {'size':>9} {'ms/image':>10} {'ns/pixel':>9} {'relative':>9}"]
+    for r in rows:
+        h, w = r["img_size"]
+        lines.append(f"{r['model']:<32} {r['mode']:<6} {f'{h}×{w}':>9} {r['seconds_per_image'] * 1e3:>10.1f} "
+                     f"{r['ns_per_pixel']:>9.2f} {r['relative_cost_per_pixel']:>9.2f}")
+    return "\n".join(lines)
 
 
 def _cpu_model() -> str:
@@ -323,7 +450,6 @@ def environment(device: str | torch.device | None = None) -> dict:
     except AttributeError:  # not on Linux
         usable = os.cpu_count()
     gpu = torch.cuda.get_device_name(dev if dev.type == "cuda" else 0) if cuda else None
-    from .. import __version__
 
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -348,8 +474,6 @@ def environment(device: str | torch.device | None = None) -> dict:
     }
 
 
-TORCHVISION_PREFIX = "torchvision:"
-
 
 def build(name: str, *, img_size: int | tuple[int, int] | None = None,
           backend: str | None = None) -> nn.Module:
@@ -363,30 +487,28 @@ def build(name: str, *, img_size: int | tuple[int, int] | None = None,
         backend: swinlab Swin only: the ``attention_backend``.
     """
     if name.startswith(TORCHVISION_PREFIX):
-        import torchvision
+        import torchvision  # only when asked for: a second of start-up otherwise, and optional
 
         tv_name = name[len(TORCHVISION_PREFIX):]
         if backend is not None:
-            raise ValueError(f"{name}: attention backends are swinlab's; torchvision's model has none")
+            raise ConfigError(f"{name}: attention backends are swinlab's; torchvision's model has none")
         try:
             builder = torchvision.models.get_model_builder(tv_name)
         except ValueError:
-            raise ValueError(f"torchvision has no model {tv_name!r}; e.g. torchvision:swin_t, "
+            raise ConfigError(f"torchvision has no model {tv_name!r}; e.g. torchvision:swin_t, "
                              f"torchvision:vit_b_16") from None
         kwargs = {}
         if img_size is not None and tv_name.startswith("vit_"):
             size = to_pair(img_size)
             if size[0] != size[1]:
-                raise ValueError(f"torchvision's ViT takes square images only, got {size}")
+                raise ConfigError(f"torchvision's ViT takes square images only, got {size}")
             kwargs["image_size"] = size[0]
         return builder(**kwargs)
-    from ..models.registry import create_model, get_config
-
     overrides = {}
     if img_size is not None:
         overrides["img_size"] = to_pair(img_size)
     if backend is not None:
         if not hasattr(get_config(name), "attention_backend"):
-            raise ValueError(f"{name} has no window attention; --backend applies to Swin models only")
+            raise ConfigError(f"{name} has no window attention; --backend applies to Swin models only")
         overrides["attention_backend"] = backend
     return create_model(name, **overrides)

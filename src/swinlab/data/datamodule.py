@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..errors import ConfigError, DataError, DataNotFoundError
 from . import fashion_mnist
 from .folder import ImageFolder
 from .synthetic import SyntheticPatterns
@@ -71,7 +72,7 @@ def parse_data(spec: str, data_dir: str | None = None) -> tuple[str, str | None]
         return "folder", spec.split(":", 1)[1] or data_dir
     if spec in ("fashion-mnist", "synthetic", "folder"):
         return spec, data_dir
-    raise ValueError(f"unknown dataset {spec!r}; use fashion-mnist, synthetic or folder:PATH")
+    raise ConfigError(f"unknown dataset {spec!r}; use fashion-mnist, synthetic or folder:PATH")
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -119,7 +120,7 @@ class ImageDataModule(L.LightningDataModule):
                 fashion_mnist.download(self.data_dir or fashion_mnist.DEFAULT_DIR)
             fashion_mnist.check_dir(self.data_dir)
         elif self.kind == "folder" and (not self.data_dir or not Path(self.data_dir).is_dir()):
-            raise FileNotFoundError(f"image folder {self.data_dir!r} does not exist; pass "
+            raise DataNotFoundError(f"image folder {self.data_dir!r} does not exist; pass "
                                     "--data folder:PATH with one subfolder of images per class")
 
     def _datasets(self) -> tuple[Dataset, Dataset | None]:
@@ -142,7 +143,7 @@ class ImageDataModule(L.LightningDataModule):
             if (root / "train").is_dir() and test_dir is not None:
                 train, test = ImageFolder(root / "train", **kw), ImageFolder(test_dir, **kw)
                 if train.classes != test.classes:
-                    raise ValueError(f"{root}/train and {test_dir} have different class folders")
+                    raise DataError(f"{root}/train and {test_dir} have different class folders")
             else:
                 train, test = ImageFolder(root, **kw), None
         self._base = (train, test)

@@ -7,6 +7,7 @@ data, row-major. Fashion-MNIST uses TYPE ``0x08`` (uint8): images ``(N, 28, 28)`
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import zlib
 from pathlib import Path
@@ -15,7 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import DataError, DataNotFoundError
 from ..files import atomic_open
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -32,7 +36,7 @@ MISSING_HINT = ("install Debian's dataset-fashion-mnist (apt-get install dataset
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-class IdxError(ValueError):
+class IdxError(DataError):
     """An idx file that is corrupt, truncated or not of the expected shape."""
 
 
@@ -90,16 +94,16 @@ def check_dir(root: str | os.PathLike | None) -> Path:
     """``root`` (default :data:`DEFAULT_DIR`) if it holds the four files; else a clear error."""
     root = Path(root) if root is not None else DEFAULT_DIR
     if not root.is_dir():
-        raise FileNotFoundError(f"Fashion-MNIST directory {str(root)!r} does not exist: {MISSING_HINT}")
+        raise DataNotFoundError(f"Fashion-MNIST directory {str(root)!r} does not exist: {MISSING_HINT}")
     missing = [n for pair in FILES.values() for n in pair if not (root / n).is_file()]
     if missing:
-        raise FileNotFoundError(f"Fashion-MNIST directory {str(root)!r} lacks {missing}: {MISSING_HINT}")
+        raise DataNotFoundError(f"Fashion-MNIST directory {str(root)!r} lacks {missing}: {MISSING_HINT}")
     return root
 
 
 def download(root: str | os.PathLike) -> Path:
     """Fetch the four files from the dataset's public mirror into ``root`` (only when asked)."""
-    import urllib.request
+    import urllib.request  # only when a download is asked for
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -107,6 +111,7 @@ def download(root: str | os.PathLike) -> Path:
         target = root / name
         if target.is_file():
             continue
+        logger.info("downloading %s into %s", URL + name, root)
         with urllib.request.urlopen(URL + name, timeout=60) as r, atomic_open(target, "wb") as f:
             f.write(r.read())
     return root

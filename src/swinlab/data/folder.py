@@ -16,12 +16,14 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from ..errors import DataError, DataNotFoundError
+
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 _READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-class ImageError(ValueError):
-    """An image file that cannot be decoded."""
+class ImageError(DataError):
+    """An image file that cannot be decoded (or does not exist)."""
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -88,7 +90,7 @@ class ImageFolder(Dataset):
                  verify: bool = True, extensions: tuple[str, ...] = EXTENSIONS):
         root = Path(root)
         if not root.is_dir():
-            raise FileNotFoundError(f"image folder {str(root)!r} does not exist or is not a directory; "
+            raise DataNotFoundError(f"image folder {str(root)!r} does not exist or is not a directory; "
                                     "pass a folder with one subfolder of images per class")
         self.root, self.transform, self.channels, self.strict = root, transform, channels, strict
         self.skipped: list[tuple[str, str]] = []
@@ -105,7 +107,7 @@ class ImageFolder(Dataset):
             self.samples += [(str(p), len(self.classes)) for p in good]
             self.classes.append(d.name)
         if not self.classes:
-            raise ValueError(f"no class folder under {str(root)!r} holds a readable image "
+            raise DataError(f"no class folder under {str(root)!r} holds a readable image "
                              f"({', '.join(extensions)}); expected root/CLASS/IMAGE files")
         if self.skipped:
             warnings.warn(f"skipped {len(self.skipped)} unreadable image(s) under {str(root)!r}, e.g. "

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..errors import ConfigError, SwinlabError
+
 
 @dataclass(frozen=True)
 class _Entry:
@@ -22,7 +24,7 @@ _REGISTRY: dict[str, _Entry] = {}
 def register(name: str, config, build: Callable[..., nn.Module], doc: str = "") -> None:
     """Register ``config`` as the preset ``name``; ``build(config)`` makes the model."""
     if name in _REGISTRY:
-        raise ValueError(f"model {name!r} is already registered")
+        raise ConfigError(f"model {name!r} is already registered")
     _REGISTRY[name] = _Entry(build=build, config=config, doc=doc)
 
 
@@ -33,13 +35,25 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def get_config(name: str, **overrides):
-    """The preset's config with ``overrides`` applied (validated by the config itself)."""
+    """The preset's config with ``overrides`` applied (validated by the config itself).
+
+    Raises:
+        ConfigError: for an unknown name, or an override the config rejects (its message kept;
+            an unknown field name stays the config's ``TypeError``).
+    """
     _load_families()
     if name not in _REGISTRY:
         close = [n for n in _REGISTRY if n.split("_")[0] == name.split("_")[0]] or list(_REGISTRY)
-        raise ValueError(f"unknown model {name!r}; registered models include {sorted(close)}")
+        raise ConfigError(f"unknown model {name!r}; registered models include {sorted(close)}")
     config = _REGISTRY[name].config
-    return config.replace(**overrides) if overrides else config
+    if not overrides:
+        return config
+    try:
+        return config.replace(**overrides)
+    except ValueError as e:  # the config's validation of a value: the caller's input, not a bug
+        if isinstance(e, SwinlabError):
+            raise
+        raise ConfigError(f"{name}: {e}") from e
 
 
 def describe(name: str) -> str:
@@ -63,7 +77,7 @@ def build_from_config(config) -> nn.Module:
     for entry in _REGISTRY.values():
         if type(entry.config) is type(config):
             return entry.build(config)
-    raise ValueError(f"no registered model family takes a {type(config).__name__}")
+    raise ConfigError(f"no registered model family takes a {type(config).__name__}")
 
 
 def config_classes() -> dict[str, type]:

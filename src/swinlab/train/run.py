@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -22,14 +23,17 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
-from ..data import ImageDataModule, eval_transform, load_image
+from ..data import ImageDataModule, ImageError, eval_transform, load_image
 from ..data.transforms import FASHION_MEAN, FASHION_STD, IMAGENET_MEAN, IMAGENET_STD
+from ..errors import CheckpointError, CheckpointNotFoundError
 from ..files import atomic_open
 from ..models.registry import create_model, get_config
 from ..weights import io as wio
 from .module import ClassificationModule
 from .optim import scaled_lr
 from .recipes import TrainConfig
+
+logger = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -84,7 +88,7 @@ def fit(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, d
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"
     if resume and not (ckpt_dir / "last.ckpt").is_file():
-        raise FileNotFoundError(f"--resume: {ckpt_dir / 'last.ckpt'} does not exist; start without "
+        raise CheckpointNotFoundError(f"--resume: {ckpt_dir / 'last.ckpt'} does not exist; start without "
                                 "--resume, or point --out at the run to continue")
     L.seed_everything(config.seed, workers=True, verbose=False)
     mcfg = get_config(config.model, **config.model_overrides)
@@ -124,21 +128,38 @@ def fit(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, d
 
 
 class _Export(L.Callback):
-    """Write ``model.safetensors`` at the end of fit, from global rank 0 (where the weights are)."""
+    """Write ``model.safetensors`` at the end of fit, from global rank 0 (where the weights are), with
+    the class names of the data it was trained on."""
 
     def __init__(self, path: Path, config: TrainConfig):
         self.path, self.config = path, config
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
-            export(pl_module.eval_model(), self.path, list(pl_module.hparams.class_names or []), self.config)
+            # the DataModule's names (Fashion-MNIST's, the folder names, synthetic's pattern0, ...),
+            # else the copy the module keeps in its hyper-parameters
+            names = getattr(trainer.datamodule, "classes", None) or pl_module.hparams.class_names
+            export(pl_module.eval_model(), self.path, list(names or []), self.config)
+            logger.info("exported %s", self.path)
 
 
-def export(model: nn.Module, path: str | os.PathLike, class_names: list[str], config: TrainConfig) -> Path:
-    """Save ``model`` as a swinlab safetensors file with what ``predict`` needs in its metadata."""
-    channels = model.config.in_chans
+def export(model: nn.Module, path: str | os.PathLike, class_names: list[str] | None,
+           config: TrainConfig) -> Path:
+    """Save ``model`` as a swinlab safetensors file with what ``predict`` and ``evaluate`` need in its
+    metadata: the class names (index order), the input normalization, the data and the recipe.
+
+    Args:
+        class_names: one per output class; empty or ``None``: the class indices as names.
+
+    Raises:
+        ValueError: for class names that do not match the model's number of classes.
+    """
+    channels, num_classes = model.config.in_chans, model.config.num_classes
+    names = [str(n) for n in class_names] if class_names else [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names for a model of {num_classes} classes: {names}")
     mean, std = _norm_stats(channels)
-    meta = {"swinlab.class_names": json.dumps(class_names),
+    meta = {"swinlab.class_names": json.dumps(names),
             "swinlab.normalize": json.dumps({"mean": mean, "std": std}),
             "swinlab.data": config.data, "swinlab.recipe": json.dumps(config.to_dict(), default=str)}
     return wio.save(model, path, metadata=meta)
@@ -161,9 +182,15 @@ def load_checkpoint(checkpoint: str | os.PathLike, model: str | None = None) -> 
     return net.eval(), meta
 
 
-def _class_names(meta: dict, num_classes: int) -> list[str]:
-    if "swinlab.class_names" in meta:
-        return list(json.loads(meta["swinlab.class_names"]))
+def saved_class_names(meta: dict, num_classes: int) -> list[str]:
+    """The class names a checkpoint's metadata carries (see :func:`export`); the indices as names
+    for a checkpoint without them (a converted one) or with a list of the wrong length."""
+    names = json.loads(meta.get("swinlab.class_names", "[]"))
+    if len(names) == num_classes:
+        return [str(n) for n in names]
+    if names:
+        logger.warning("the checkpoint names %d classes but its model has %d; using the indices as names",
+                       len(names), num_classes)
     return [str(i) for i in range(num_classes)]
 
 
@@ -193,7 +220,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | None = None, data_dir: s
                          synthetic_size=recipe.get("synthetic_size", 512), num_classes=cfg.num_classes)
     dm.prepare_data()
     if dm.num_classes != cfg.num_classes:
-        raise wio.CheckpointError(f"{checkpoint} has {cfg.num_classes} classes but {data!r} has "
+        raise CheckpointError(f"{checkpoint} has {cfg.num_classes} classes but {data!r} has "
                                   f"{dm.num_classes}; evaluate it on the data it was trained for")
     module = ClassificationModule(net, num_classes=cfg.num_classes, class_names=dm.classes)
     trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_progress_bar=False,
@@ -201,7 +228,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | None = None, data_dir: s
     metrics = trainer.test(module, datamodule=dm, verbose=False)[0]
     result = {"acc1": float(metrics["test/acc1"]), "acc5": float(metrics["test/acc5"]),
               "loss": float(metrics["test/loss"]), "images": len(dm.test_set),
-              "classes": _class_names(meta, cfg.num_classes)}
+              "classes": saved_class_names(meta, cfg.num_classes)}
     if confusion:
         result["confusion"] = module.confusion.compute().cpu().tolist()
     return result
@@ -210,28 +237,39 @@ def evaluate(checkpoint: str | os.PathLike, data: str | None = None, data_dir: s
 @torch.no_grad()
 def predict(checkpoint: str | os.PathLike, image_paths: list[str | os.PathLike], topk: int = 5,
             batch_size: int = 64) -> list[dict]:
-    """Top-``topk`` classes with probabilities for each image file.
+    """Top-``topk`` classes with probabilities for each image file; an unreadable file is reported in
+    its entry and the others are still predicted.
 
     Returns:
-        ``[{"path": str, "top": [{"label": str, "index": int, "prob": float}, ...]}, ...]``.
+        One entry per path, in order: ``{"path": str, "top": [{"label": str, "index": int,
+        "prob": float}, ...]}``, or ``{"path": str, "error": str}`` for a file that is missing or
+        cannot be decoded (the message names the file and why).
 
     Raises:
-        swinlab.data.ImageError: naming an unreadable image (nothing is predicted then).
+        CheckpointError: for a missing or unloadable checkpoint (nothing is predicted then).
     """
     net, meta = load_checkpoint(checkpoint)
     cfg = net.config
-    names = _class_names(meta, cfg.num_classes)
+    names = saved_class_names(meta, cfg.num_classes)
     norm = json.loads(meta["swinlab.normalize"]) if "swinlab.normalize" in meta else None
     mean, std = (norm["mean"], norm["std"]) if norm else _norm_stats(cfg.in_chans)
     tf = eval_transform(cfg.img_size, channels=cfg.in_chans, mean=mean, std=std)
-    images = [tf(load_image(p, cfg.in_chans)) for p in image_paths]  # fails before any work if one is bad
     k = min(topk, cfg.num_classes)
-    results = []
-    for i in range(0, len(images), batch_size):
-        probs = net(torch.stack(images[i:i + batch_size])).float().softmax(-1)  # (B, K)
-        p, idx = probs.topk(k, dim=-1)
-        for j in range(len(p)):
-            results.append({"path": str(image_paths[i + j]),
-                            "top": [{"label": names[c], "index": int(c), "prob": float(q)}
-                                    for q, c in zip(p[j].tolist(), idx[j].tolist(), strict=True)]})
+    results: list[dict] = [{"path": str(p)} for p in image_paths]
+    for start in range(0, len(results), batch_size):
+        entries, images = [], []  # the readable files of this chunk, decoded one chunk at a time
+        for entry in results[start:start + batch_size]:
+            try:
+                images.append(tf(load_image(entry["path"], cfg.in_chans)))
+                entries.append(entry)
+            except ImageError as e:
+                entry["error"] = str(e)
+                logger.debug("not predicted: %s", e)
+        if not images:
+            continue
+        probs = net(torch.stack(images)).float().softmax(-1)  # (B, K)
+        p, idx = probs.topk(k, dim=-1)  # (B, k)
+        for entry, pj, ij in zip(entries, p.tolist(), idx.tolist(), strict=True):
+            entry["top"] = [{"label": names[c], "index": int(c), "prob": float(q)}
+                            for q, c in zip(pj, ij, strict=True)]
     return results

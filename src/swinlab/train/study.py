@@ -37,6 +37,7 @@ import torch
 
 from ..analysis import study_report
 from ..analysis.profile import profile
+from ..errors import ConfigError
 from ..files import write_json
 from ..models.registry import get_config
 from .recipes import TrainConfig, get_recipe
@@ -115,7 +116,7 @@ def select(only: Iterable[str] | None) -> list[Variant]:
     names = {n.strip() for item in only for n in item.split(",") if n.strip()}
     unknown = sorted(names - set(VARIANT_NAMES))
     if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}; variants are {list(VARIANT_NAMES)}")
+        raise ConfigError(f"unknown variant(s) {unknown}; variants are {list(VARIANT_NAMES)}")
     return [v for v in VARIANTS if v.name in names]
 
 
@@ -194,10 +195,10 @@ def run_one(variant: Variant, config: TrainConfig, work_dir: Path, throughput: T
 
 
 def measure_throughput(net: torch.nn.Module, settings: Throughput) -> dict:
-    """Inference images/s on the CPU (median step of :func:`swinlab.analysis.benchmark.benchmark`)."""
-    from ..analysis.benchmark import benchmark
+    """Inference images/s on the CPU (median step of :func:`swinlab.analysis.benchmark.time_model`)."""
+    from ..analysis.benchmark import time_model
 
-    r = benchmark(net, batch_size=settings.batch_size, img_size=net.config.img_size, mode="infer",
+    r = time_model(net, batch_size=settings.batch_size, img_size=net.config.img_size, mode="infer",
                   warmup=settings.warmup, repeats=settings.repeats, device="cpu")
     return {"images_per_s": r["images_per_s"], "median_s": r["median_s"], "p10_s": r["p10_s"],
             "p90_s": r["p90_s"], "batch_size": settings.batch_size}
@@ -252,7 +253,7 @@ def _check_same_schedule(path: Path, config: TrainConfig) -> None:
     diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
     if diff:
         changes = ", ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(f"{path} was trained with another schedule ({changes}); use another --out, or the "
+        raise ConfigError(f"{path} was trained with another schedule ({changes}); use another --out, or the "
                          "same settings as before")
 
 

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 import torch
 
+from ..errors import CheckpointError, ConfigError
 from .convert_baselines import detect_timm_family, from_timm_baseline
 
 SOURCES = ("timm", "torchvision", "official", "swinlab")
@@ -36,7 +37,7 @@ def unwrap(checkpoint: Mapping) -> dict[str, torch.Tensor]:
             checkpoint = checkpoint[key]
     sd = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
     if not sd:
-        raise ValueError("the checkpoint holds no tensors; is it a state dict?")
+        raise CheckpointError("the checkpoint holds no tensors; is it a state dict?")
     # Lightning / DDP prefixes
     for prefix in ("model.", "module."):
         if all(k.startswith(prefix) for k in sd):
@@ -55,7 +56,7 @@ def convert(state_dict: Mapping, source: str) -> dict[str, torch.Tensor]:
         A new dict that the swinlab model's ``load_state_dict`` takes.
     """
     if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}; choose one of {SOURCES}")
+        raise ConfigError(f"unknown source {source!r}; choose one of {SOURCES}")
     sd = unwrap(state_dict)
     sd = {k: v for k, v in sd.items() if not k.endswith(_BUFFERS)}
     if source == "swinlab":
@@ -104,7 +105,7 @@ def _grid_pos_embed(v: torch.Tensor) -> torch.Tensor:
         return v
     side = math.isqrt(v.shape[1])
     if side * side != v.shape[1]:
-        raise ValueError(f"absolute_pos_embed has {v.shape[1]} tokens, not a square grid")
+        raise CheckpointError(f"absolute_pos_embed has {v.shape[1]} tokens, not a square grid")
     return v.reshape(1, side, side, v.shape[2])
 
 
@@ -122,8 +123,8 @@ def infer_swin_config(state_dict: Mapping[str, torch.Tensor], **overrides):
     try:
         proj = sd["patch_embed.proj.weight"]  # (C, C_in, P, P)
     except KeyError:
-        raise ValueError("not a Swin state dict in swinlab keys: no 'patch_embed.proj.weight'; "
-                         "convert it first with convert(sd, source=...)") from None
+        raise CheckpointError("not a Swin state dict in swinlab keys: no 'patch_embed.proj.weight'; "
+                              "convert it first with convert(sd, source=...)") from None
     stage_ids = sorted({int(m.group(1)) for k in sd if (m := re.match(r"^stages\.(\d+)\.blocks\.", k))})
     depths = [len({int(m.group(1)) for k in sd if (m := re.match(rf"^stages\.{s}\.blocks\.(\d+)\.", k))})
               for s in stage_ids]
@@ -135,7 +136,7 @@ def infer_swin_config(state_dict: Mapping[str, torch.Tensor], **overrides):
     else:
         heads, side = overrides.get("num_heads"), overrides.get("window_size", 7)
         if heads is None:
-            raise ValueError("the state dict has no relative-bias tables; pass num_heads=...")
+            raise CheckpointError("the state dict has no relative-bias tables; pass num_heads=...")
     has_abs = "abs_pos.pos_embed" in sd
     position = {(True, False): "rel", (True, True): "abs+rel", (False, True): "abs", (False, False): "none"}
     head = sd.get("head.weight")

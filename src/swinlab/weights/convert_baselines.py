@@ -15,6 +15,8 @@ import math
 
 import torch
 
+from ..errors import CheckpointError, ConfigError
+
 # timm key fragments of ViT variants that VisionTransformer does not build, and why.
 _VIT_UNSUPPORTED = {
     "reg_token": "register tokens",
@@ -49,21 +51,22 @@ def from_timm_baseline(sd: dict[str, torch.Tensor], family: str) -> dict[str, to
     if family == "mixer":
         _refuse(sd, _MIXER_UNSUPPORTED, "MLP-Mixer")
         return {_strip_head_fc(k): v for k, v in sd.items()}
-    raise ValueError(f"unknown baseline family {family!r}; expected 'vit' or 'mixer'")
+    raise ConfigError(f"unknown baseline family {family!r}; expected 'vit' or 'mixer'")
 
 
 def _from_timm_vit(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     _refuse(sd, _VIT_UNSUPPORTED, "ViT")
     out = {_strip_head_fc(k): v for k, v in sd.items() if k != "pos_embed"}
     if "pos_embed" not in sd:
-        raise ValueError("the timm ViT state dict has no 'pos_embed' (no_pos_embed variants are not built)")
+        raise CheckpointError("the timm ViT state dict has no 'pos_embed' "
+                              "(no_pos_embed variants are not built)")
     pos = sd["pos_embed"]  # (1, prefix + N, C)
     prefix = int("cls_token" in sd)
     grid = pos[:, prefix:]  # (1, N, C)
     side = math.isqrt(grid.shape[1])
     if side * side != grid.shape[1]:
-        raise ValueError(f"pos_embed has {grid.shape[1]} patch positions, not a square grid; "
-                         "convert non-square grids by hand")
+        raise CheckpointError(f"pos_embed has {grid.shape[1]} patch positions, not a square grid; "
+                              "convert non-square grids by hand")
     out["abs_pos.pos_embed"] = grid.reshape(1, side, side, grid.shape[2])  # (1, H/P, W/P, C)
     if prefix:
         out["cls_pos"] = pos[:, :1]  # (1, 1, C)
@@ -79,5 +82,5 @@ def _refuse(sd: dict[str, torch.Tensor], unsupported: dict[str, str], family: st
     for fragment, what in unsupported.items():
         hit = next((k for k in sd if fragment in k), None)
         if hit is not None:
-            raise ValueError(f"the timm {family} checkpoint has {hit!r}: {what}, which swinlab's {family} "
-                             "does not build")
+            raise CheckpointError(f"the timm {family} checkpoint has {hit!r}: {what}, which swinlab's "
+                                  f"{family} does not build")

@@ -15,18 +15,19 @@ import pickle
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..errors import CheckpointError, CheckpointNotFoundError
 from ..files import atomic_path
-from .convert import infer_swin_config, unwrap
+from ..models.registry import build_from_config, config_classes
+from .convert import convert, infer_swin_config, unwrap
+
+__all__ = ["FORMAT_VERSION", "CheckpointError", "CheckpointNotFoundError", "config_from_json",
+           "config_to_json", "load", "load_state_dict", "read_state_dict", "save"]
 
 FORMAT_VERSION = "1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read, or does not fit the model it is loaded into."""
 
 
 def config_to_json(config) -> str:
@@ -36,8 +37,6 @@ def config_to_json(config) -> str:
 
 def config_from_json(text: str):
     """Inverse of :func:`config_to_json`."""
-    from ..models.registry import config_classes
-
     data = json.loads(text)
     classes = config_classes()
     if data.get("family") not in classes:
@@ -56,7 +55,7 @@ def save(model: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | N
     """
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"swinlab checkpoints are .safetensors files; got {path.name!r}")
+        raise CheckpointError(f"swinlab checkpoints are .safetensors files; got {path.name!r}")
     meta = {"swinlab.format": FORMAT_VERSION}
     if hasattr(model, "config"):
         meta["swinlab.config"] = config_to_json(model.config)
@@ -71,11 +70,9 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     """Tensors and metadata of a checkpoint file (safetensors, or pickled with ``weights_only``)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file")
+        raise CheckpointNotFoundError(f"checkpoint {str(path)!r} does not exist or is not a file")
     if path.suffix == ".safetensors":
         try:
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="pt") as f:
                 meta = dict(f.metadata() or {})
             return load_file(str(path)), meta
@@ -147,9 +144,6 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, *, source: str
         strict: every key must match.
         **overrides: config fields to change when building (e.g. ``img_size``), weights unchanged.
     """
-    from ..models.registry import build_from_config
-    from .convert import convert
-
     sd, meta = read_state_dict(path)
     if source is not None:
         sd = convert(sd, source)

@@ -1,0 +1,86 @@
+"""``swinlab bench MODEL...``: time models interleaved (images/s, ratios, peak memory, cost per pixel).
+
+The timing itself is :mod:`swinlab.analysis.benchmark`; ``benchmarks/bench.py`` drives the same
+functions and declares its timing flags with :func:`add_timing_arguments`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..analysis import benchmark as bm
+from ..errors import ConfigError
+from ..kernels import linear as linear_kernels
+from ._common import LIST_HINT, check_device, img_size, positive_int, write_json_arg
+
+HELP = "time models interleaved: images/s, ratios, memory, cost per pixel"
+
+
+def add_timing_arguments(p: argparse.ArgumentParser, *, modes: tuple[str, ...] = ("infer",), warmup: int = 3,
+                         repeats: int = 10) -> None:
+    """The flags every benchmark driver shares: batch, dtype, modes, compile, warm-up, repeats, device."""
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per step (default 8)")
+    p.add_argument("--dtype", choices=list(bm.DTYPES), default="float32",
+                   help="float32 (default), or bfloat16 / float16 under autocast")
+    p.add_argument("--mode", nargs="+", choices=list(bm.MODES), default=list(modes),
+                   help="infer (inference_mode forward) and/or train (forward, cross-entropy, backward, "
+                        f"AdamW); default: {' '.join(modes)}")
+    p.add_argument("--compile", nargs="?", const="default", default=False, metavar="MODE",
+                   choices=bm.COMPILE_MODES,
+                   help="torch.compile (compile time reported apart); MODE: torch.compile's mode "
+                        "(reduce-overhead: CUDA graphs)")
+    p.add_argument("--warmup", type=positive_int, default=warmup,
+                   help=f"untimed steps per model (default {warmup})")
+    p.add_argument("--repeats", type=positive_int, default=repeats,
+                   help=f"timed steps per model (default {repeats})")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Declare the arguments of ``swinlab bench``."""
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="registered models (see `swinlab list`), or torchvision:NAME for torchvision's "
+                        "(e.g. torchvision:swin_t); all are timed interleaved, ratios against the first")
+    p.add_argument("--img-size", nargs="+", type=positive_int, metavar=("H", "W"),
+                   help="input size H [W] (default 224)")
+    add_timing_arguments(p)
+    p.add_argument("--backend", nargs="+", metavar="B",
+                   help="time each Swin model once per window-attention backend (e.g. reference sdpa auto)")
+    p.add_argument("--linear-backend", nargs="+", metavar="L", choices=linear_kernels.BACKENDS,
+                   help="time each model once per linear-layer backend (auto: oneDNN on x86 CPUs)")
+    p.add_argument("--scaling", nargs="+", type=positive_int, metavar="S",
+                   help="instead, time each model at S×S for each S (e.g. 224 448 896): cost per pixel")
+    p.add_argument("--json", metavar="PATH", help="also write the results, machine and versions as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Time the models, print a table per mode, write ``--json``."""
+    size = img_size(args.img_size) or (224, 224)
+    if args.device is not None:
+        check_device(args.device, choices="cpu or cuda")
+    try:
+        models = bm.candidates(args.models, backends=args.backend, linear_backends=args.linear_backend,
+                               compile=args.compile)
+    except ConfigError as e:
+        raise ConfigError(f"{e}. {LIST_HINT}") from e
+    timing = dict(batch_size=args.batch_size, dtype=args.dtype, device=args.device)
+    env = bm.environment(args.device)
+    report = {"environment": env, "settings": settings(args)}
+    if args.scaling:
+        report["scaling"] = [row for mode in args.mode
+                             for row in bm.scaling(models, args.scaling, mode=mode, warmup=args.warmup,
+                                                   repeats=args.repeats, **timing)]
+        print(bm.format_scaling(report["scaling"]))
+    else:
+        report["results"] = bm.compare(models, img_size=size, modes=args.mode, warmup=args.warmup,
+                                       repeats=args.repeats, **timing)
+        for mode, results in report["results"].items():
+            print(bm.format_results(mode, results, env))
+    if args.json:
+        write_json_arg(args.json, report)
+    return 0
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """The command's own arguments for the JSON (not the global flags or the dispatch entries)."""
+    return {k: v for k, v in vars(args).items() if k not in ("run", "prog", "debug", "verbose", "quiet")}
