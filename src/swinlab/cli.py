@@ -5,7 +5,8 @@
                           [--scaling S [S ...]]
     swinlab train [--recipe NAME] [--model M] [--data fashion-mnist|synthetic|folder:PATH] [--data-dir D]
                   [--epochs N] [--batch-size B] [--out DIR] [--resume] [--devices N] [--num-nodes M]
-                  [--strategy S] [--accelerator A] [--smoke] [--strict]
+                  [--strategy S] [--accelerator A] [--smoke] [--strict] [--config FILE.yaml]
+                  [--set FIELD=VALUE ...] [--print-config] [--base-lr LR] [--precision P] [--num-workers N]
     swinlab eval CHECKPOINT [--data ...] [--data-dir D] [--model M] [--limit N] [--json]
     swinlab predict CHECKPOINT IMAGE [IMAGE ...] [--topk K] [--json]
     swinlab demo [--out runs/demo] [--quick] [--data-dir D]
@@ -30,6 +31,7 @@ from torch import nn
 from .analysis import profile
 from .kernels import linear as linear_kernels
 from .models.registry import create_model, describe, get_config, list_models
+from .train.settings import add_train_config_arguments, config_to_yaml, train_config_from_args
 
 # the benchmark module by its full name: the package re-exports a function called `benchmark` over it
 bm = sys.modules["swinlab.analysis.benchmark"]
@@ -212,8 +214,8 @@ _DATA_ERRORS = (FileNotFoundError, NotADirectoryError)
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", default="fashion-mnist",
-                   help="a named recipe: fashion-mnist (default), demo, swin-imagenet, synthetic")
+    p.add_argument("--recipe", help="a named recipe: fashion-mnist (default, or the --config file's "
+                   "`recipe:`), demo, swin-imagenet, synthetic, ablations")
     p.add_argument("--model", help="override the recipe's registered model")
     p.add_argument("--data", help="fashion-mnist | synthetic | folder:PATH (default: the recipe's)")
     p.add_argument("--data-dir", help="the Fashion-MNIST idx directory (or the image folder)")
@@ -227,19 +229,17 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accelerator", default="auto", help="auto | cpu | gpu")
     p.add_argument("--smoke", action="store_true", help="the recipe's seconds-long smoke version")
     p.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
+    add_train_config_arguments(p)  # --config, --set, --print-config, ...; every field in the epilog
 
 
 def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .train import fit, get_recipe
+    from .train import fit
 
-    changes = {k: v for k, v in (("model", args.model), ("data", args.data), ("data_dir", args.data_dir),
-                                 ("epochs", args.epochs), ("batch_size", args.batch_size)) if v is not None}
-    if args.strict:
-        changes["strict"] = True
     try:
-        config = get_recipe(args.recipe, smoke=args.smoke, **changes)
-        if args.model:
-            get_config(args.model)
+        config = train_config_from_args(args)
+        if args.print_config:
+            print(config_to_yaml(config), end="")
+            return 0
         result = fit(config, args.out, resume=args.resume, devices=args.devices, num_nodes=args.num_nodes,
                      strategy=args.strategy, accelerator=args.accelerator)
     except (*_DATA_ERRORS, ValueError, TypeError) as e:

@@ -193,11 +193,20 @@ def _plain(value: Any) -> Any:
 
 
 def _unknown(key: str, source: str) -> ConfigError:
-    close = difflib.get_close_matches(key, FIELDS, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(key, FIELDS, n=3, cutoff=0.7)
     close += [f for f in FIELDS if key and key in f and f not in close]
     hint = f"; did you mean {' or '.join(close[:3])}?" if close else ""
+    if key in _model_fields():
+        hint = f"; {key} is a model config field: set it as model_overrides.{key}"
     return ConfigError(f"{key}: not a training config field (in {source}){hint} "
                        f"Fields are: {', '.join(FIELDS)}")
+
+
+def _model_fields() -> set[str]:
+    """Field names of every registered model family's config (SwinConfig, ViTConfig, ...)."""
+    from ..models.registry import config_classes
+
+    return {f.name for cls in config_classes().values() for f in dataclasses.fields(cls)}
 
 
 def _apply(values: dict, key: str, value: Any, source: str) -> None:
@@ -334,9 +343,8 @@ def check_resume_config(config: TrainConfig, path: str | os.PathLike,
         log.warning("%s does not exist (a run from before configs were saved): resuming unchecked", path)
         return
     saved = load_train_config(path)
-    allowed = set(allowed)
-    changed = [f"{f}: {getattr(saved, f)!r} → {getattr(config, f)!r}" for f in FIELDS
-               if f not in allowed and getattr(saved, f) != getattr(config, f)]
+    allowed, before, now = set(allowed), _plain(saved.to_dict()), _plain(config.to_dict())  # [28] == (28,)
+    changed = [f"{f}: {before[f]!r} → {now[f]!r}" for f in FIELDS if f not in allowed and before[f] != now[f]]
     if changed:
         raise ConfigError(f"--resume: the run in {path.parent} was trained with another config "
                           f"({'; '.join(changed)}). Resume it with its own config (swinlab train --config "
