@@ -10,8 +10,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+
+from ..errors import ConfigError
 
 
 def default_precision() -> str:
@@ -48,7 +51,7 @@ class TrainConfig:
     ema_decay: float | None = None  # weight EMA (None: off)
     seed: int = 0
     num_workers: int = 0
-    val_size: float = 0.1  # held out of the training split (fraction if < 1, else a count)
+    val_size: int | float = 0.1  # held out of the training split (fraction if < 1, else a count)
     train_limit: int | None = None  # first N training images only
     test_limit: int | None = None
     synthetic_size: int = 512  # training images of the synthetic dataset
@@ -59,6 +62,14 @@ class TrainConfig:
     shuffle: bool = True
     strict: bool = False  # unreadable images raise instead of being skipped
     smoke: bool = False  # the shrunken test version
+
+    def __post_init__(self) -> None:
+        for name, ok, need in _CHECKS:
+            value = getattr(self, name)
+            if value is not None and not ok(value):
+                raise ConfigError(f"{name}: must be {need}, got {value!r}")
+        if self.val_size >= 1 and self.val_size != int(self.val_size):
+            raise ConfigError(f"val_size: a count (≥ 1) must be whole, got {self.val_size!r}")
 
     def replace(self, **changes) -> TrainConfig:
         """A copy with ``changes``; unknown names are an error naming the fields."""
@@ -77,6 +88,32 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# (field, test, what it must be): ranges checked by TrainConfig.__post_init__ (None always passes)
+_CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("epochs", lambda v: v >= 1, "≥ 1"),
+    ("batch_size", lambda v: v >= 1, "≥ 1"),
+    ("base_lr", lambda v: v > 0, "> 0"),
+    ("warmup_epochs", lambda v: v >= 0, "≥ 0"),
+    ("warmup_start", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("min_lr_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("weight_decay", lambda v: v >= 0, "≥ 0"),
+    ("label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("mixup_alpha", lambda v: v >= 0, "≥ 0 (0: off)"),
+    ("cutmix_alpha", lambda v: v >= 0, "≥ 0 (0: off)"),
+    ("random_erasing", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    ("crop_padding", lambda v: v >= 0, "≥ 0 or null"),
+    ("clip_grad", lambda v: v > 0, "> 0 or null (off)"),
+    ("ema_decay", lambda v: 0 < v < 1, "in (0, 1) or null (off)"),
+    ("num_workers", lambda v: v >= 0, "≥ 0"),
+    ("val_size", lambda v: v >= 0, "≥ 0 (a fraction if < 1, else a count)"),
+    ("train_limit", lambda v: v >= 1, "≥ 1 or null (all)"),
+    ("test_limit", lambda v: v >= 1, "≥ 1 or null (all)"),
+    ("synthetic_size", lambda v: v >= 1, "≥ 1"),
+    ("val_check_interval", lambda v: 0 < v <= 1, "in (0, 1] (a fraction of an epoch)"),
+    ("log_every_n_steps", lambda v: v >= 1, "≥ 1"),
+)
 
 
 def _smoke(config: TrainConfig, **changes) -> TrainConfig:

@@ -2,6 +2,7 @@
 
 ``fit`` writes under ``out_dir``::
 
+    config.yaml                                      the resolved TrainConfig (``--config`` reads it)
     checkpoints/last.ckpt, checkpoints/best.ckpt   Lightning checkpoints (atomic writes)
     metrics.csv, hparams.yaml                        CSVLogger
     tb/                                              TensorBoard events
@@ -21,6 +22,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
 from ..data import ImageDataModule, ImageError, eval_transform, load_image
@@ -32,6 +34,7 @@ from ..weights import io as wio
 from .module import ClassificationModule
 from .optim import scaled_lr
 from .recipes import TrainConfig
+from .settings import check_resume_config, dump_train_config
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +81,8 @@ def fit(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, d
     Args:
         resume: continue from ``out_dir/checkpoints/last.ckpt`` exactly where it stopped (epoch
             boundaries are exact: optimizer, schedule, EMA, data order and RNG streams restored).
+            ``config`` must equal the run's ``config.yaml`` but for ``settings.RESUMABLE_FIELDS``
+            (else :class:`ConfigError`); ``config.yaml`` is written at the start of every run.
         devices, num_nodes, strategy, accelerator: as Lightning's Trainer (``ddp``, ``ddp_spawn``,
             ``fsdp``; on CPU, DDP runs over gloo). The learning rate scales with the total batch.
         callbacks: extra Lightning callbacks.
@@ -90,6 +95,10 @@ def fit(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, d
     if resume and not (ckpt_dir / "last.ckpt").is_file():
         raise CheckpointNotFoundError(f"--resume: {ckpt_dir / 'last.ckpt'} does not exist; start without "
                                 "--resume, or point --out at the run to continue")
+    if resume:  # same config as the run it continues, up to settings.RESUMABLE_FIELDS (epochs, workers)
+        check_resume_config(config, out / "config.yaml")
+    if rank_zero_only.rank == 0:  # `ddp` re-runs this script in each process
+        dump_train_config(config, out / "config.yaml")
     L.seed_everything(config.seed, workers=True, verbose=False)
     mcfg = get_config(config.model, **config.model_overrides)
     dm = build_datamodule(config, mcfg.img_size, mcfg.in_chans)
