@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,15 +24,12 @@ from .plots import plot_speed_accuracy
 from .profile import profile
 from .stats import format_comparison, summarize
 
-if TYPE_CHECKING:
-    from ..train.recipes import TrainConfig
-
 # A report table: (section title, ((row label, variant name), ...)); one variant may fill several rows.
 Sections = Sequence[tuple[str, Sequence[tuple[str, str]]]]
 
 
 def write_report(out: str | os.PathLike, runs: dict[str, list[dict]], *, variants: Sequence[Any],
-                 reference: str, tables: Sequence[tuple[str, Sections]], schedule: TrainConfig, seeds: int,
+                 reference: str, tables: Sequence[tuple[str, Sections]], schedule: Any, seeds: int,
                  missing: list[str], settings: dict, throughput: Any,
                  attention_model: nn.Module | None = None) -> dict:
     """``results.json``, ``report.md``, ``speed_accuracy.png`` and (given ``attention_model``)
@@ -78,7 +75,7 @@ def write_report(out: str | os.PathLike, runs: dict[str, list[dict]], *, variant
     return results
 
 
-def _report(schedule: TrainConfig, seeds: int, summary: dict, runs: dict, env: dict, throughput: Any,
+def _report(schedule: Any, seeds: int, summary: dict, runs: dict, env: dict, throughput: Any,
             figures: dict, missing: list[str], *, tables: Sequence[tuple[str, Sections]], order: list[str],
             reference: Any) -> str:
     c = schedule
@@ -153,7 +150,7 @@ def _report(schedule: TrainConfig, seeds: int, summary: dict, runs: dict, env: d
     return "\n".join(lines)
 
 
-def _shift_note(schedule: TrainConfig, variant: Any) -> str:
+def _shift_note(schedule: Any, variant: Any) -> str:
     """Which blocks of the study's Swin attend over shifted windows at its image size."""
     with torch.device("meta"):
         model = create_model(variant.model, **{**schedule.model_overrides, **variant.overrides})

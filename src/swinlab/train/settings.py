@@ -36,6 +36,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..files import atomic_open
+from ..models.registry import config_classes, get_config
 from .recipes import RECIPES, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -204,8 +205,6 @@ def _unknown(key: str, source: str) -> ConfigError:
 
 def _model_fields() -> set[str]:
     """Field names of every registered model family's config (SwinConfig, ViTConfig, ...)."""
-    from ..models.registry import config_classes
-
     return {f.name for cls in config_classes().values() for f in dataclasses.fields(cls)}
 
 
@@ -302,8 +301,6 @@ def resolve_train_config(recipe: str | None = None, *, smoke: bool = False,
 
 
 def _check_model(config: TrainConfig) -> None:
-    from ..models.registry import get_config
-
     for field, overrides in (("model", {}), ("model_overrides", config.model_overrides)):
         try:
             get_config(config.model, **overrides)

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from ..analysis import study_report
+from ..analysis.benchmark import time_model
 from ..analysis.profile import profile
 from ..errors import ConfigError
 from ..files import write_json
@@ -196,8 +197,6 @@ def run_one(variant: Variant, config: TrainConfig, work_dir: Path, throughput: T
 
 def measure_throughput(net: torch.nn.Module, settings: Throughput) -> dict:
     """Inference images/s on the CPU (median step of :func:`swinlab.analysis.benchmark.time_model`)."""
-    from ..analysis.benchmark import time_model
-
     r = time_model(net, batch_size=settings.batch_size, img_size=net.config.img_size, mode="infer",
                   warmup=settings.warmup, repeats=settings.repeats, device="cpu")
     return {"images_per_s": r["images_per_s"], "median_s": r["median_s"], "p10_s": r["p10_s"],

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 import torch
 
 from ..errors import CheckpointError, ConfigError
+from ..models.swin import SwinConfig
 from .convert_baselines import detect_timm_family, from_timm_baseline
 
 SOURCES = ("timm", "torchvision", "official", "swinlab")
@@ -117,8 +118,6 @@ def infer_swin_config(state_dict: Mapping[str, torch.Tensor], **overrides):
     presence of tables and an absolute embedding. ``img_size`` cannot be read off (it defaults to
     224², or 384² for a 12×12 window) and should be passed where it matters.
     """
-    from ..models.swin import SwinConfig
-
     sd = state_dict
     try:
         proj = sd["patch_embed.proj.weight"]  # (C, C_in, P, P)
