@@ -95,10 +95,10 @@ def test_onednn_gradient_of_the_weight_only():
     torch.testing.assert_close(gw, torch.ones(40, 50) @ x, rtol=1e-5, atol=1e-4)
 
 
-def test_selection_rule():
+def test_selection_rule(monkeypatch):
     x = torch.randn(4, 8)
-    expected = "onednn" if lin.onednn_available() else "torch"
-    assert lin.select_backend("auto", x) == expected
+    avx512 = torch.backends.cpu.get_cpu_capability() == "AVX512"
+    assert lin.select_backend("auto", x) == ("onednn" if lin.onednn_available() and avx512 else "torch")
     assert lin.select_backend("auto", x.double()) == "torch"  # oneDNN's fused op is float32 only
     assert lin.select_backend("torch", x) == "torch"
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast lowers F.linear to bfloat16: leave it be
@@ -112,8 +112,19 @@ def test_selection_rule():
         lin.linear(x, torch.randn(3, 5))
 
 
+@needs_onednn
+def test_auto_takes_onednn_only_where_it_was_measured_faster(monkeypatch):
+    x = torch.randn(4, 8)
+    monkeypatch.setattr(lin, "_AUTO_ONEDNN", True)  # an AVX-512 CPU
+    assert lin.select_backend("auto", x) == "onednn"
+    monkeypatch.setattr(lin, "_AUTO_ONEDNN", False)  # AVX2 only
+    assert lin.select_backend("auto", x) == "torch"
+    assert lin.select_backend("onednn", x) == "onednn"  # still there when named
+
+
 def test_auto_runs_standard_ops_while_exporting(monkeypatch):
     x = torch.randn(4, 8)
+    monkeypatch.setattr(lin, "_AUTO_ONEDNN", lin.onednn_available())  # as on an AVX-512 CPU
     monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
     assert lin.select_backend("auto", x) == "torch"
 
@@ -151,6 +162,7 @@ def test_a_failed_self_check_warns_once_and_auto_falls_back(monkeypatch):
         ok = lin._check_once()
     assert ok is False
     monkeypatch.setattr(lin, "_ONEDNN", ok)
+    monkeypatch.setattr(lin, "_AUTO_ONEDNN", ok)
     x = torch.randn(4, 8)
     assert lin.select_backend("auto", x) == "torch"
     with pytest.raises(ConfigError, match="'onednn' cannot run here: oneDNN's linear operator failed: boom"):
@@ -169,8 +181,10 @@ def test_linear_layer_is_nn_linear():
         layer(x, residual=x)  # nn.Linear's forward(input), nothing more
 
 
-def test_mlp_fused_gelu_equals_the_plain_mlp():
+@pytest.mark.parametrize("backend", ["auto", pytest.param("onednn", marks=needs_onednn)])
+def test_mlp_fused_gelu_equals_the_plain_mlp(backend):
     mlp = Mlp(in_features=16, hidden_features=64).eval()
+    mlp.fc1.backend = mlp.fc2.backend = backend
     x = torch.randn(2, 7, 16)
     plain = mlp.fc2(F.gelu(F.linear(x, mlp.fc1.weight, mlp.fc1.bias)))
     with torch.inference_mode():
@@ -252,7 +266,7 @@ def test_compiled_graph_keeps_the_onednn_operator():
         return gm.forward
 
     torch._dynamo.reset()
-    model = swinlab.create_model("swin_pico").eval()
+    model = swinlab.create_model("swin_pico", linear_backend="onednn").eval()
     with torch.inference_mode():
         torch.compile(model, backend=record, fullgraph=True)(torch.randn(1, 3, 32, 32))
     torch._dynamo.reset()
@@ -260,7 +274,8 @@ def test_compiled_graph_keeps_the_onednn_operator():
 
 
 @pytest.mark.parametrize("name", ["swin_pico", "vit_pico"])
-def test_torch_export_sees_standard_ops_only(name):
+def test_torch_export_sees_standard_ops_only(name, monkeypatch):
+    monkeypatch.setattr(lin, "_AUTO_ONEDNN", lin.onednn_available())  # auto takes oneDNN, as on AVX-512
     model = swinlab.create_model(name).eval()
     x = torch.randn(2, 3, 32, 32)
     with warnings.catch_warnings():

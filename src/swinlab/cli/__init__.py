@@ -7,6 +7,7 @@
     swinlab train [--recipe NAME] [--model M] [--data fashion-mnist|synthetic|folder:PATH] [--data-dir D]
                   [--epochs N] [--batch-size B] [--out DIR] [--resume] [--devices N] [--num-nodes M]
                   [--strategy S] [--accelerator A] [--smoke] [--strict]
+                  [--config FILE] [--set FIELD=VALUE ...] [--print-config] [--base-lr LR] ...
     swinlab eval CHECKPOINT [--data ...] [--data-dir D] [--model M] [--limit N] [--json]
     swinlab predict CHECKPOINT IMAGE [IMAGE ...] [--topk K] [--json]
     swinlab demo [--out runs/demo] [--quick] [--data-dir D]

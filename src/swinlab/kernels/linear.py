@@ -20,11 +20,13 @@ no process-wide switch):
 * ``"onednn"``: oneDNN, CPU float32 only, as the custom operators ``torch.ops.swinlab.onednn_linear``
   with its own backward (both gradients are oneDNN products too), so training gains as well, and
   ``torch.compile`` keeps it in its graph;
-* ``"auto"``: ``"onednn"`` for float32 CPU tensors outside autocast where oneDNN is here and passed
-  its self-check, ``"torch"`` everywhere else: CUDA (cuBLAS(Lt) already runs near the tensor-core
-  peak), bfloat16 on the CPU (torch's matmul already calls oneDNN), and while a graph is captured by
-  ``torch.export``, the ONNX exporter or ``torch.jit.trace``, so an exported program holds the
-  standard ``aten.linear`` only (see :func:`exporting`).
+* ``"auto"``: ``"onednn"`` for float32 CPU tensors outside autocast on CPUs that torch runs at AVX-512
+  (``torch.backends.cpu.get_cpu_capability()``), where oneDNN is here and passed its self-check;
+  ``"torch"`` everywhere else: AVX2-only CPUs (both libraries run AVX2 there, and oneDNN measured
+  slower: ×0.97 in inference, ×0.90 in training on a Zen 3 EPYC), CUDA (cuBLAS(Lt) already runs near
+  the tensor-core peak), bfloat16 on the CPU (torch's matmul already calls oneDNN), and while a graph
+  is captured by ``torch.export``, the ONNX exporter or ``torch.jit.trace``, so an exported program
+  holds the standard ``aten.linear`` only (see :func:`exporting`).
 
 ``torch.ops.mkldnn._linear_pointwise`` is a private operator of torch. It is checked once, when this
 module is imported, against ``F.linear`` on a small product; if it is missing, raises, or disagrees,
@@ -139,6 +141,13 @@ def _check_once() -> bool:
 _ONEDNN = _check_once()
 
 
+# ``auto`` takes oneDNN only where it was measured faster: on CPUs whose vector unit torch runs at
+# AVX-512. On a 2-core AMD EPYC Zen 5 (AVX-512) MKL runs AVX2 there and oneDNN AVX-512: Swin-T float32
+# ×1.88 inference, ×1.59 training step. On a 2-core AMD EPYC Zen 3 (AVX2 only) both run AVX2 and
+# oneDNN lost: ×0.97 inference, ×0.90 training step (benchmarks/results/README.md).
+_AUTO_ONEDNN = _ONEDNN and torch.backends.cpu.get_cpu_capability() == "AVX512"
+
+
 def onednn_available() -> bool:
     """Whether the ``"onednn"`` backend can run here: an x86-64 torch built with oneDNN whose operator
     passed :func:`self_check` at import."""
@@ -179,7 +188,7 @@ def select_backend(backend: str, x: torch.Tensor) -> str:
         return "onednn"
     if backend != "auto":
         check_backend(backend)
-    return "onednn" if _onednn_takes(x) and not exporting() and onednn_available() else "torch"
+    return "onednn" if _AUTO_ONEDNN and _onednn_takes(x) and not exporting() else "torch"
 
 
 def _check_shapes(x: torch.Tensor, weight: torch.Tensor) -> None:
