@@ -10,7 +10,6 @@ Usage: ``python tests/_triton_checks.py DEVICE CASES_JSON`` → one JSON line pe
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import time
@@ -21,9 +20,7 @@ import torch
 import swinlab
 from swinlab.kernels import WindowSpec, get_window_attention
 from swinlab.kernels.reference import window_attention as reference
-
-fused_module = importlib.import_module("swinlab.kernels.triton.window_attention")  # the package re-exports
-# the function under the module's name
+from swinlab.kernels.triton import window_kernel as fused_module
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
           "bfloat16": torch.bfloat16}

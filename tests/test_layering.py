@@ -69,3 +69,18 @@ def test_imports_point_down_only(path):
             f"{path.relative_to(ROOT)}:{line}: {package} imports {imported}, which is not below it")
         assert not in_function or package in LAZY_OK, (
             f"{path.relative_to(ROOT)}:{line}: import of {imported} inside a function; import it at the top")
+
+
+@pytest.mark.parametrize("init", sorted(ROOT.rglob("__init__.py")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_package_attribute_shadows_its_own_submodule(init):
+    """``swinlab.analysis.benchmark`` once named both a module and the function re-exported over it."""
+    import importlib
+
+    rel = init.parent.relative_to(ROOT.parent).parts
+    if "triton" in rel:
+        pytest.importorskip("triton")
+    package = importlib.import_module(".".join(rel))
+    submodules = {p.stem for p in init.parent.glob("*.py")}
+    submodules |= {p.name for p in init.parent.iterdir() if (p / "__init__.py").is_file()}
+    for name in getattr(package, "__all__", []):
+        assert name not in submodules, f"{'.'.join(rel)}.{name} is both a submodule and an exported name"

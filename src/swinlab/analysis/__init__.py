@@ -3,6 +3,6 @@ throughput benchmark (:mod:`swinlab.analysis.benchmark`: seconds per step, image
 cost per pixel)."""
 
 from .benchmark import environment, time_model
-from .profile import profile
+from .profiler import profile
 
 __all__ = ["environment", "profile", "time_model"]

@@ -21,7 +21,7 @@ from ..models.registry import create_model
 from .attention_maps import attention_figure
 from .benchmark import environment
 from .plots import plot_speed_accuracy
-from .profile import profile
+from .profiler import profile
 from .stats import format_comparison, summarize
 
 # A report table: (section title, ((row label, variant name), ...)); one variant may fill several rows.

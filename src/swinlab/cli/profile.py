@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..analysis.profile import profile as profile_model
+from ..analysis.profiler import profile as profile_model
 from ._common import build_model, img_size, millions, positive_int, write_json_arg
 
 HELP = "params, MACs, window-attention sizes and activation memory of a model"

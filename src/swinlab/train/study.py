@@ -37,7 +37,7 @@ import torch
 
 from ..analysis import study_report
 from ..analysis.benchmark import time_model
-from ..analysis.profile import profile
+from ..analysis.profiler import profile
 from ..errors import ConfigError
 from ..files import write_json
 from ..models.registry import get_config

@@ -1,6 +1,6 @@
 """Checkpoint I/O (safetensors with the config inside) and converters from peer layouts."""
 
-from .convert import SOURCES, convert, infer_swin_config, unwrap
+from .conversion import SOURCES, convert, infer_swin_config, unwrap
 from .io import CheckpointError, load, load_state_dict, read_state_dict, save
 
 __all__ = [

@@ -22,7 +22,7 @@ from torch import nn
 from ..errors import CheckpointError, CheckpointNotFoundError
 from ..files import atomic_path
 from ..models.registry import build_from_config, config_classes
-from .convert import convert, infer_swin_config, unwrap
+from .conversion import convert, infer_swin_config, unwrap
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "CheckpointNotFoundError", "config_from_json",
            "config_to_json", "load", "load_state_dict", "read_state_dict", "save"]

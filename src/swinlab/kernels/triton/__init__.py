@@ -3,6 +3,6 @@
 ``TRITON_INTERPRET=1`` must be set before ``triton`` is first imported for the interpreter to be used.
 """
 
-from .window_attention import DEVICES, INTERPRETED, attend, window_attention
+from .window_kernel import DEVICES, INTERPRETED, attend, window_attention
 
 __all__ = ["DEVICES", "INTERPRETED", "attend", "window_attention"]
