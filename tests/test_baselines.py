@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import swinlab
 from conftest import assert_close_rel, parity_tol, randomize_
 from swinlab.analysis import profile
+from swinlab.errors import UnknownFieldError
 from swinlab.layers import Attention
 from swinlab.models import MixerConfig, MlpMixer, VisionTransformer, ViTConfig, get_config
 from swinlab.weights import convert, load_state_dict
@@ -263,7 +264,7 @@ def test_vit_config_errors_name_the_problem():
         ViTConfig(global_pool="max")
     with pytest.raises(ValueError, match="needs class_token=True"):
         ViTConfig(class_token=False)
-    with pytest.raises(TypeError, match="ViTConfig has no field"):
+    with pytest.raises(UnknownFieldError, match="ViTConfig has no field"):
         swinlab.create_model("deit_s", depths=(2, 2))
     with pytest.raises(ValueError, match=r"expected images of shape \(B, 3, H, W\)"):
         swinlab.create_model("vit_pico")(torch.randn(1, 1, 32, 32))
@@ -313,7 +314,7 @@ def test_mixer_api_and_config():
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 32)
     with pytest.raises(ValueError, match="hidden widths"):
         MixerConfig(embed_dim=1, token_mlp_ratio=0.5)
-    with pytest.raises(TypeError, match="MixerConfig has no field"):
+    with pytest.raises(UnknownFieldError, match="MixerConfig has no field"):
         swinlab.create_model("mixer_s32", num_heads=4)
 
 

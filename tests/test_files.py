@@ -45,5 +45,7 @@ def test_errors_are_also_the_builtin_exceptions_callers_caught():
     assert issubclass(errors.ConfigError, ValueError)
     assert issubclass(errors.DataNotFoundError, FileNotFoundError)
     assert issubclass(errors.CheckpointNotFoundError, errors.CheckpointError)
+    assert issubclass(errors.UnknownFieldError, errors.ConfigError)
+    assert issubclass(errors.UnknownFieldError, TypeError)  # as an unknown keyword argument is
     for cls in (errors.ConfigError, errors.DataError, errors.CheckpointError):
         assert issubclass(cls, errors.SwinlabError)

@@ -19,6 +19,10 @@ class ConfigError(SwinlabError, ValueError):
     """A model, training or command option that is unknown, malformed or out of range."""
 
 
+class UnknownFieldError(ConfigError, TypeError):
+    """A config field name that does not exist (also a ``TypeError``, as for an unknown keyword argument)."""
+
+
 class DataError(SwinlabError, ValueError):
     """A dataset or image that cannot be read or used: corrupt, empty, of the wrong size or kind."""
 
@@ -42,4 +46,5 @@ __all__ = [
     "DataError",
     "DataNotFoundError",
     "SwinlabError",
+    "UnknownFieldError",
 ]

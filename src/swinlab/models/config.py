@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..errors import UnknownFieldError
 from ..functional.pair import Pair, to_pair
 
 __all__ = ["ConfigMixin", "Pair", "to_pair"]
@@ -17,5 +18,6 @@ class ConfigMixin:
         names = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - names)
         if unknown:
-            raise TypeError(f"{type(self).__name__} has no field(s) {unknown}; fields are {sorted(names)}")
+            raise UnknownFieldError(
+                f"{type(self).__name__} has no field(s) {unknown}; fields are {sorted(names)}")
         return dataclasses.replace(self, **changes)
