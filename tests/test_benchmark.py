@@ -170,3 +170,17 @@ def test_cli_bench_scaling_writes_rows_per_model_and_size(tmp_path, capsys):
     assert "ns/pixel" in capsys.readouterr().out
     rows = json.loads(path.read_text())["scaling"]
     assert [(r["model"], r["img_size"]) for r in rows] == [("swin_pico", [32, 32]), ("swin_pico", [64, 64])]
+
+
+def test_timed_steps_of_candidates_never_switch_the_linear_backend(monkeypatch):
+    """A candidate's model is built on its linear backend: switching walks every module, and would be
+    timed on every step."""
+    from swinlab.models.base import Classifier
+
+    switches = []
+    real = Classifier.set_linear_backend
+    monkeypatch.setattr(Classifier, "set_linear_backend", lambda self, b: switches.append(b) or real(self, b))
+    pico = bm.Candidate("pico", lambda s: swinlab.create_model("swin_pico", img_size=s),
+                        linear_backend="torch")
+    bm.compare([pico], img_size=32, warmup=1, repeats=2, batch_size=1, device="cpu")
+    assert switches == ["auto", "torch"]  # the model's own init, then once when built; none in the steps

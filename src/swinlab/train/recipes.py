@@ -8,6 +8,7 @@ seconds on a CPU for tests while keeping its code path.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from ..models.config import ConfigMixin
 
 
 def default_precision() -> str:
@@ -25,7 +27,7 @@ def default_precision() -> str:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ConfigMixin):
     name: str = "custom"  # the recipe it came from
     model: str = "swin_micro_28"  # registered model name
     model_overrides: dict = field(default_factory=dict)  # SwinConfig fields (drop_path_rate, ...)
@@ -70,14 +72,6 @@ class TrainConfig:
                 raise ConfigError(f"{name}: must be {need}, got {value!r}")
         if self.val_size >= 1 and self.val_size != int(self.val_size):
             raise ConfigError(f"val_size: a count (≥ 1) must be whole, got {self.val_size!r}")
-
-    def replace(self, **changes) -> TrainConfig:
-        """A copy with ``changes``; unknown names are an error naming the fields."""
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise TypeError(f"TrainConfig has no field(s) {unknown}; fields are {sorted(names)}")
-        return dataclasses.replace(self, **changes)
 
     def augment_kwargs(self) -> dict | None:
         """Keyword arguments of :func:`swinlab.data.train_transform` (``None``: no augmentation)."""
@@ -229,6 +223,8 @@ RECIPES: dict[str, Callable[..., TrainConfig]] = {
 def get_recipe(name: str, smoke: bool = False, **overrides) -> TrainConfig:
     """The recipe ``name`` (shrunk if ``smoke``) with fields replaced by ``overrides``."""
     if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; recipes are {sorted(RECIPES)}")
+        close = difflib.get_close_matches(name, RECIPES, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"unknown recipe {name!r}{hint}; recipes are {', '.join(sorted(RECIPES))}")
     config = RECIPES[name](smoke=smoke)
     return config.replace(**overrides) if overrides else config

@@ -37,7 +37,7 @@ import yaml
 from ..errors import ConfigError
 from ..files import atomic_open
 from ..models.registry import config_classes, get_config
-from .recipes import RECIPES, TrainConfig
+from .recipes import TrainConfig, get_recipe
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ def resolve_train_config(recipe: str | None = None, *, smoke: bool = False,
     """The config of a training run: recipe < ``config_file`` < ``sets`` < ``explicit``.
 
     Args:
-        recipe: a name in :data:`RECIPES`. ``None``: the file's ``recipe:`` key, else
+        recipe: a name in :data:`~swinlab.train.recipes.RECIPES`. ``None``: the file's ``recipe:`` key, else
             :data:`DEFAULT_RECIPE`. Naming a different recipe than the file does is an error.
         smoke: the recipe's seconds-long version (the file and overrides still apply on top).
         config_file: a YAML mapping of ``recipe`` and :class:`TrainConfig` fields (any subset).
@@ -283,11 +283,7 @@ def resolve_train_config(recipe: str | None = None, *, smoke: bool = False,
         raise ConfigError(f"--config {config_file} is based on recipe {file_recipe!r} but --recipe "
                           f"{recipe} was given; drop one of the two")
     name = recipe or (str(file_recipe) if file_recipe is not None else DEFAULT_RECIPE)
-    if name not in RECIPES:
-        close = difflib.get_close_matches(name, RECIPES, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(f"unknown recipe {name!r}{hint}; recipes are {', '.join(sorted(RECIPES))}")
-    values = RECIPES[name](smoke=smoke).to_dict()
+    values = get_recipe(name, smoke=smoke).to_dict()
     for key, value in file_values.items():
         _apply(values, key, value, f"--config {config_file}")
     for text in sets:
