@@ -10,7 +10,9 @@ shifted window, zero on the tokens the region mask hides.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -26,6 +28,18 @@ from ..functional.windows import (
 )
 from ..layers import WindowAttention
 from .plots import plot_attention
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the block; each module's own ``training`` flag restored after (a
+    caller's mix of train and eval modules survives)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield model.eval()
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def window_attention_weights(attn: WindowAttention, qkv: torch.Tensor, map_size: tuple[int, int]):
@@ -80,12 +94,10 @@ def query_attention_maps(model: nn.Module, images: torch.Tensor, query: tuple[in
         hooks.append(layer.register_forward_pre_hook(
             lambda m, a, i=i: sizes.__setitem__(i, tuple(a[0].shape[1:3]))))
         hooks.append(layer.qkv.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(i, out)))
-    modes = [(m, m.training) for m in model.modules()]  # the caller's, restored module by module
     try:
-        model.eval()(images)
+        with evaluating(model):
+            model(images)
     finally:
-        for m, training in modes:
-            m.training = training
         for h in hooks:
             h.remove()
     maps = []
@@ -130,10 +142,8 @@ def attention_figure(net: nn.Module, data: str, data_dir: str | None, path: str 
     grid = (-(-cfg.img_size[0] // cfg.patch_size), -(-cfg.img_size[1] // cfg.patch_size))
     query = (grid[0] // 2, grid[1] // 2)  # the centre token: its shifted window straddles borders
     maps = query_attention_maps(net, x, query)  # (n, 2, h, w)
-    was_training = net.training
-    with torch.no_grad():
-        pred = net.eval()(x).argmax(-1).tolist()
-    net.train(was_training)
+    with torch.no_grad(), evaluating(net):
+        pred = net(x).argmax(-1).tolist()
     names = dm.classes
     titles = [f"true {names[dm.test_set[i][1]]} / pred {names[p]}" for i, p in enumerate(pred)]
     images = [r.permute(1, 2, 0).squeeze(-1).numpy() for r in raw]

@@ -61,7 +61,7 @@ class Classifier(nn.Module):
     def _make_head(self, num_classes: int) -> nn.Module:
         if not num_classes:
             return nn.Identity()
-        return Linear(self.num_features, num_classes, backend=getattr(self.config, "linear_backend", "auto"))
+        return Linear(self.num_features, num_classes, backend=self.config.linear_backend)
 
     def _finish_init(self) -> None:
         """Initialize the weights and put every linear layer on the config's backend."""
