@@ -38,8 +38,9 @@ def get_config(name: str, **overrides):
     """The preset's config with ``overrides`` applied (validated by the config itself).
 
     Raises:
-        ConfigError: for an unknown name, or an override the config rejects (its message kept;
-            an unknown field name stays the config's ``TypeError``).
+        ConfigError: for an unknown name, or an override the config rejects (its message kept; an
+            unknown field name is the config's :class:`~swinlab.errors.UnknownFieldError`, also a
+            ``TypeError``).
     """
     _load_families()
     if name not in _REGISTRY:
