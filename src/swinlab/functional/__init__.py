@@ -2,7 +2,7 @@
 masks) and relative-position indices. Every other package may import it; it imports nothing of swinlab.
 """
 
-from .pair import Pair, to_pair
+from .pair import Pair, is_static, static_zero, to_pair
 from .windows import (
     cyclic_shift,
     fit_window,
@@ -22,6 +22,7 @@ __all__ = [
     "Pair",
     "cyclic_shift",
     "fit_window",
+    "is_static",
     "pad_to_windows",
     "region_ids",
     "relative_bias",
@@ -29,6 +30,7 @@ __all__ = [
     "reverse_unshift",
     "shift_partition",
     "shifted_window_mask",
+    "static_zero",
     "to_pair",
     "window_order",
     "window_partition",

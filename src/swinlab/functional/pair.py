@@ -13,3 +13,16 @@ def to_pair(v) -> Pair:
     if len(t) != 2:
         raise ValueError(f"expected an int or a pair of ints, got {v!r}")
     return t  # type: ignore[return-value]
+
+
+def static_zero(*values) -> bool:
+    """Whether every value is the int 0. A size that ``torch.export`` traces with a dynamic height or
+    width is a ``SymInt``: never *statically* zero, so code that skips work for a zero pad or shift
+    (``if pad: ...``) takes the general path for it instead of branching on a symbolic value, which
+    would pin the exported graph to one side of the branch."""
+    return all(isinstance(v, int) and v == 0 for v in values)
+
+
+def is_static(*values) -> bool:
+    """Whether every value is a plain int (not a ``SymInt`` of a dynamic export)."""
+    return all(isinstance(v, int) for v in values)

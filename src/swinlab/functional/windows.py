@@ -26,7 +26,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from .pair import Pair
+from .pair import Pair, is_static, static_zero
 
 
 def fit_window(map_size: Pair, window_size: Pair, shift_size: Pair) -> tuple[Pair, Pair]:
@@ -43,10 +43,22 @@ def fit_window(map_size: Pair, window_size: Pair, shift_size: Pair) -> tuple[Pai
 
     Returns:
         ``(window, shift)`` as pairs.
+
+    Under ``torch.export`` with a dynamic height or width the sides are ``SymInt``s. The window
+    then stays as configured (the export's smallest size keeps every map at least one window:
+    ``torch._check``), and the shift is dropped without a branch: ``min(S, Hp - M)`` is ``S`` on a
+    map of several windows (``Hp ≥ 2M``) and 0 on a map of one (``Hp = M``).
     """
-    window = tuple(min(m, s) for m, s in zip(window_size, map_size, strict=True))
-    shift = tuple(0 if s <= m else sh for s, m, sh in zip(map_size, window_size, shift_size, strict=True))
-    return window, shift  # type: ignore[return-value]
+    if is_static(*map_size):
+        window = tuple(min(m, s) for m, s in zip(window_size, map_size, strict=True))
+        shift = tuple(0 if s <= m else sh for s, m, sh in zip(map_size, window_size, shift_size, strict=True))
+        return window, shift  # type: ignore[return-value]
+    for s, m in zip(map_size, window_size, strict=True):
+        torch._check(s >= m, lambda: f"a map side smaller than the window {tuple(window_size)} "
+                                     "cannot be traced with a dynamic size")
+    shift = tuple(sh if static_zero(sh) else torch.sym_min(sh, s + (-s) % m - m)
+                  for s, m, sh in zip(map_size, window_size, shift_size, strict=True))
+    return tuple(window_size), shift  # type: ignore[return-value]
 
 
 def pad_to_windows(x: torch.Tensor, window: Pair) -> torch.Tensor:
@@ -54,14 +66,14 @@ def pad_to_windows(x: torch.Tensor, window: Pair) -> torch.Tensor:
     _, h, w, _ = x.shape
     pad_h = (-h) % window[0]
     pad_w = (-w) % window[1]
-    if pad_h or pad_w:
+    if not static_zero(pad_h, pad_w):
         x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # (B, Hp, Wp, C)
     return x
 
 
 def cyclic_shift(x: torch.Tensor, shift: Pair, reverse: bool = False) -> torch.Tensor:
     """Roll ``x`` of shape ``(B, H, W, C)`` up-left by ``shift`` (down-right with ``reverse``)."""
-    if shift[0] == 0 and shift[1] == 0:
+    if static_zero(*shift):
         return x
     sign = 1 if reverse else -1
     return torch.roll(x, shifts=(sign * shift[0], sign * shift[1]), dims=(1, 2))
@@ -98,16 +110,18 @@ def window_order(map_size: Pair, window: Pair, shift: Pair,
     on the GPU copies nothing to it.
     """
     key = (tuple(map_size), tuple(window), tuple(shift), torch.device(device or "cpu"))
-    if torch.compiler.is_compiling():  # no Python cache under dynamo: built in the graph, then a constant
-        return _window_order(*key)
+    if torch.compiler.is_compiling() or not is_static(*map_size, *shift):
+        return _window_order(*key)  # no Python cache under dynamo or export: built in the graph
     return _window_order_cached(*key)
 
 
 def _window_order(map_size: Pair, window: Pair, shift: Pair,
                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     h, w = map_size
-    tokens = torch.arange(h * w).view(1, h, w, 1)  # each token's flat position
-    order = window_partition(cyclic_shift(tokens, shift), window).reshape(-1)  # (H*W,)
+    rows = (torch.arange(h) + shift[0]) % h  # the roll by -shift as index arithmetic (a shift may be
+    cols = (torch.arange(w) + shift[1]) % w  # a SymInt in a dynamic export)
+    tokens = (rows[:, None] * w + cols[None, :]).view(1, h, w, 1)  # each rolled token's flat position
+    order = window_partition(tokens, window).reshape(-1)  # (H*W,)
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(h * w)
     return order.to(device), inverse.to(device)
@@ -145,7 +159,7 @@ def shift_partition(x: torch.Tensor, window: Pair, shift: Pair) -> torch.Tensor:
     """``window_partition(cyclic_shift(x, shift), window)`` in one gather:
     ``(B, H, W, C)`` → ``(B*nW, N, C)``."""
     b, h, w, c = x.shape
-    if shift[0] == 0 and shift[1] == 0:
+    if static_zero(*shift):
         return window_partition(x, window)  # a plain partition is already one copy
     order, inverse = window_order((h, w), window, shift, x.device)
     tokens = _permute_tokens(x.reshape(b, h * w, c), order, inverse)  # (B, H*W, C) in window order
@@ -155,7 +169,7 @@ def shift_partition(x: torch.Tensor, window: Pair, shift: Pair) -> torch.Tensor:
 def reverse_unshift(windows: torch.Tensor, window: Pair, shift: Pair, map_size: Pair) -> torch.Tensor:
     """``cyclic_shift(window_reverse(windows, window, map_size), shift, reverse=True)`` in one gather:
     ``(B*nW, N, C)`` → ``(B, H, W, C)``."""
-    if shift[0] == 0 and shift[1] == 0:
+    if static_zero(*shift):
         return window_reverse(windows, window, map_size)
     h, w = map_size
     c = windows.shape[-1]
@@ -172,20 +186,21 @@ def region_ids(map_size: Pair, window: Pair, shift: Pair, device=None) -> torch.
     Each side splits into ``[0, H-M)``, ``[H-M, H-S)``, ``[H-S, H)``: 3×3 = 9 regions at most.
     """
     h, w = map_size
-    ids = torch.zeros(h, w, dtype=torch.long, device=device)
-    rows = _strips(h, window[0], shift[0])
-    cols = _strips(w, window[1], shift[1])
-    for i, rs in enumerate(rows):
-        for j, cs in enumerate(cols):
-            ids[rs, cs] = i * len(cols) + j
-    return ids
+    rows = _strip_ids(h, window[0], shift[0], device)
+    return rows[:, None] * 3 + _strip_ids(w, window[1], shift[1], device)
 
 
-def _strips(n: int, m: int, s: int) -> list[slice]:
-    """The strips of one side of the map that fall into different regions after a roll by s."""
-    if s == 0:
-        return [slice(0, n)]
-    return [slice(0, n - m), slice(n - m, n - s), slice(n - s, n)]
+def _strip_ids(n: int, m: int, s: int, device) -> torch.Tensor:
+    """``(n,)``: which strip of one side each position falls in after a roll by s (0 for all if s = 0).
+
+    Index arithmetic rather than slicing, so ``n`` and ``s`` may be ``SymInt``s of a dynamic export;
+    a traced shift that is 0 at run time (a one-window side) gives labels that change only at the
+    window boundary ``n - m``, which no window straddles: no mask.
+    """
+    r = torch.arange(n, device=device)
+    if static_zero(s):
+        return torch.zeros_like(r)
+    return (r >= n - m).long() + (r >= n - s).long()
 
 
 def shifted_window_mask(
@@ -197,7 +212,7 @@ def shifted_window_mask(
     cannot produce NaN) where tokens i and j of window w came from different regions, else 0.
     ``None`` when ``shift`` is zero (nothing to mask). ``map_size`` is the padded size.
     """
-    if shift[0] == 0 and shift[1] == 0:
+    if static_zero(*shift):
         return None
     ids = region_ids(map_size, window, shift, device=device)  # (H, W)
     win = window_partition(ids[None, :, :, None], window).squeeze(-1)  # (nW, N)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..functional.pair import Pair
+from ..functional.pair import Pair, static_zero
 
 
 class WindowSpec(NamedTuple):
@@ -33,4 +33,4 @@ class WindowSpec(NamedTuple):
     @property
     def masked(self) -> bool:
         """Whether the region mask applies: a shifted window with masking on."""
-        return bool(self.mask_shifted and (self.shift[0] or self.shift[1]))
+        return self.mask_shifted and not static_zero(*self.shift)  # a traced shift may be a SymInt

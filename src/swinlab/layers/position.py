@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..functional.pair import static_zero
 from ..functional.windows import Pair, relative_bias
 
 
@@ -45,7 +46,7 @@ class AbsolutePositionEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pos = self.pos_embed
-        if pos.shape[1:3] != x.shape[1:3]:
+        if not static_zero(pos.shape[1] - x.shape[1], pos.shape[2] - x.shape[2]):
             pos = F.interpolate(pos.permute(0, 3, 1, 2), size=x.shape[1:3], mode="bicubic",
                                 align_corners=False).permute(0, 2, 3, 1)  # (1, H, W, C)
         return x + pos.to(x.dtype)
