@@ -17,7 +17,8 @@ Writes ``OUT/<name>.json`` (results, ratios, machine, versions, date) and ``OUT/
 
     python benchmarks/bench.py                                  # CPU-sized: batch 8, 224², float32
     python benchmarks/bench.py --mode infer train --backends reference sdpa --compile
-    python benchmarks/bench.py --device cuda --dtype bfloat16 --batch-size 128 --backends auto sdpa triton
+    python benchmarks/bench.py --precision 32-true bf16-mixed bf16-true --compile default freeze  # best
+    python benchmarks/bench.py --device cuda --precision bf16-mixed --batch-size 128 --backends auto triton
     python benchmarks/bench.py --scaling 224 448 672
 """
 
@@ -33,7 +34,7 @@ import torchvision
 
 import swinlab
 from swinlab.analysis import benchmark as bm
-from swinlab.cli.bench import add_timing_arguments
+from swinlab.cli.bench import add_timing_arguments, timing_choices
 from swinlab.files import write_json
 from swinlab.kernels import linear as linear_kernels
 from swinlab.weights import convert, load_state_dict
@@ -64,38 +65,48 @@ def _swinlab(family: str, size: tuple[int, int], backend: str | None = None,
 
 def swin_candidates(args) -> list[bm.Candidate]:
     """timm, torchvision and swinlab per attention backend (and per linear backend after the first),
-    timm's weights in all but torchvision's; with ``--compile``, compiled swinlab and timm too."""
+    timm's weights in all but torchvision's; each in every ``--precision`` and, with ``--compile``,
+    every compile mode too (eager always)."""
     size = (args.img_size, args.img_size)
     peer = _timm("swin_t", size).state_dict()
     ours = convert(peer, "timm")
-    models = [bm.Candidate("timm", partial(_timm, "swin_t", state=peer)),
-              bm.Candidate("torchvision", lambda s: torchvision.models.swin_t())]
+    models = [bm.Candidate("timm", partial(_timm, "swin_t", state=peer), peer="timm"),
+              bm.Candidate("torchvision", lambda s: torchvision.models.swin_t(), peer="torchvision")]
     for backend in args.backends:
         build = partial(_swinlab, "swin_t", backend=backend, state=ours, linear=args.linear_backends[0])
-        models.append(bm.Candidate(f"swinlab[{backend}]", build))
-        models += [bm.Candidate(f"swinlab[{backend}, linear={linear}]", build, linear_backend=linear)
+        models.append(bm.Candidate(f"swinlab[{backend}]", build, peer="swinlab"))
+        models += [bm.Candidate(f"swinlab[{backend}, linear={linear}]", build, linear_backend=linear,
+                                peer="swinlab")
                    for linear in args.linear_backends[1:]]
-    if args.compile:
-        models += [bm.Candidate(f"swinlab[{args.backends[0]}]+compile",
-                                partial(_swinlab, "swin_t", backend=args.backends[0], state=ours,
-                                        linear=args.linear_backends[0]),
-                                compile=args.compile),
-                   bm.Candidate("timm+compile", partial(_timm, "swin_t", state=peer), compile=args.compile)]
-    return models
+    precs, compile_modes = timing_choices(args)
+    if len(precs) == 1 and compile_modes == [False]:
+        return models  # one configuration: the labels stay timm, torchvision, swinlab[...]
+    return bm.configurations(models, precisions=precs, compile_modes=compile_modes)
 
 
 def compare(args) -> dict:
-    """Swin-T: every model, every mode, interleaved; ratios against timm and torchvision."""
-    print(f"batch {args.batch_size}, {args.img_size}², {args.dtype}, {args.device}", flush=True)
-    out = bm.compare(swin_candidates(args), img_size=args.img_size, modes=args.mode, warmup=args.warmup,
-                     repeats=args.repeats, baselines=["timm", "torchvision"], callback=_progress,
-                     batch_size=args.batch_size, dtype=args.dtype, device=args.device)
+    """Swin-T: every model, every configuration, every mode, interleaved; ratios against timm and
+    torchvision (their first configuration), and each implementation's fastest configuration."""
+    precs, compile_modes = timing_choices(args)
+    single = len(precs) == 1 and compile_modes == [False]
+    print(f"batch {args.batch_size}, {args.img_size}², {', '.join(precs)}, {args.device}", flush=True)
+    models = swin_candidates(args)
+    baselines = [m.label for m in models if m.peer in ("timm", "torchvision")]
+    baselines = [next(b for b in baselines if b.startswith(p)) for p in ("timm", "torchvision")]
+    out = bm.compare(models, img_size=args.img_size, modes=args.mode, warmup=args.warmup,
+                     repeats=args.repeats, baselines=baselines, callback=_progress,
+                     batch_size=args.batch_size, device=args.device,
+                     **({"precision": precs[0]} if single else {}))
+    env = bm.environment(args.device)
+    fastest = {}
     for mode, results in out.items():
         if args.brief:
             for r in results.values():
                 r.pop("times_s")
-        print(bm.format_results(mode, results, bm.environment(args.device)), flush=True)
-    return out
+        print(bm.format_results(mode, results, env), flush=True)
+        fastest[mode] = bm.fastest(results)
+        print(bm.format_fastest(mode, fastest[mode]), flush=True)
+    return out, fastest
 
 
 def scaling(args) -> list[dict]:
@@ -107,7 +118,8 @@ def scaling(args) -> list[dict]:
             models.append(bm.Candidate(f"{impl}:{family}", build))
             owner[f"{impl}:{family}"] = (impl, family)
     rows = bm.scaling(models, args.scaling, batch_size=args.scaling_batch, warmup=1, repeats=args.repeats,
-                      callback=_progress, dtype=args.dtype, mode="infer", device=args.device)
+                      callback=_progress, precision=timing_choices(args)[0][0], mode="infer",
+                      device=args.device)
     print(bm.format_scaling(rows), flush=True)
     # the keys this script's JSON has always had: impl, model (the family), size (the side)
     return [{**r, "impl": owner[r["model"]][0], "model": owner[r["model"]][1], "size": r["img_size"][0]}
@@ -132,7 +144,8 @@ def plot(report: dict, path: Path) -> None:
                         label=f"{impl} {family}")
         ax.set_xlabel("image side (pixels)")
         ax.set_ylabel("ns per pixel (inference, median)")
-        ax.set_title(f"Cost per pixel vs resolution, batch {s['scaling_batch']}, {s['dtype']}\n{where}",
+        ax.set_title(f"Cost per pixel vs resolution, batch {s['scaling_batch']}, "
+                     f"{'+'.join(s['precision'] or [s['dtype'] or '32-true'])}\n{where}",
                      fontsize=9)
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=8)
@@ -149,13 +162,15 @@ def plot(report: dict, path: Path) -> None:
             err = [[i - a for i, a in zip(ips, lo, strict=True)],
                    [b - i for i, b in zip(ips, hi, strict=True)]]
             ax.barh(names, ips, color=colors, xerr=err)
+            vs_timm = next(k for k in res[names[0]] if k.startswith("speedup_vs_timm"))
             for y, n in enumerate(names):
-                ax.text(hi[y], y, f" ×{res[n]['speedup_vs_timm']:.2f}", va="center", fontsize=8)
+                ax.text(hi[y], y, f" ×{res[n][vs_timm]:.2f}", va="center", fontsize=8)
             ax.invert_yaxis()
             ax.set_xlabel("images / s (median; bars p10-p90)")
-            ax.set_title(f"Swin-T {mode}, batch {s['batch_size']}, {s['img_size']}², {s['dtype']}",
+            ax.set_title(f"Swin-T {mode}, batch {s['batch_size']}, {s['img_size']}²",
                          fontsize=9)
-        fig.suptitle(f"{where}; ×: speed-up against timm in the same run", fontsize=9)
+        fig.suptitle(f"{where}; ×: speed-up against {vs_timm.removeprefix('speedup_vs_')} in the same run",
+                     fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -177,17 +192,18 @@ def main(argv=None) -> dict:
     p.add_argument("--name", help="file name stem (default: from the settings)")
     args = p.parse_args(argv)
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    args.compile = args.compile or None  # the JSON's settings have always said null for no compile
+    precs, _ = timing_choices(args)
+    tag = "+".join(precs)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     report = {"environment": bm.environment(args.device), "settings": vars(args)}
     if args.scaling:
         report["scaling"] = scaling(args)
-        stem = args.name or f"{args.device}_scaling_{args.dtype}"
+        stem = args.name or f"{args.device}_scaling_{tag}"
     else:
-        report["results"] = compare(args)
-        stem = args.name or f"{args.device}_swin_t_b{args.batch_size}_{args.img_size}_{args.dtype}"
+        report["results"], report["fastest"] = compare(args)
+        stem = args.name or f"{args.device}_swin_t_b{args.batch_size}_{args.img_size}_{tag}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / f"{stem}.json", report)

@@ -45,7 +45,8 @@ def test_prepare_and_run_time_interleaved_steps():
 def test_linear_backend_is_used_during_the_step(monkeypatch):
     seen = []
     real = lin.select_backend
-    monkeypatch.setattr(lin, "select_backend", lambda backend, x: seen.append(real(backend, x)) or seen[-1])
+    monkeypatch.setattr(lin, "select_backend",
+                        lambda backend, x, grad=False: seen.append(real(backend, x, grad)) or seen[-1])
     step = bm.prepare(swinlab.create_model("swin_pico"), batch_size=1, img_size=32, device="cpu",
                       linear_backend="torch")
     step()
@@ -184,3 +185,69 @@ def test_timed_steps_of_candidates_never_switch_the_linear_backend(monkeypatch):
                         linear_backend="torch")
     bm.compare([pico], img_size=32, warmup=1, repeats=2, batch_size=1, device="cpu")
     assert switches == ["auto", "torch"]  # the model's own init, then once when built; none in the steps
+
+
+def test_precisions_cast_the_weights_or_autocast_and_are_recorded():
+    seen = {}
+    for prec in ("32-true", "bf16-true", "bf16-mixed"):
+        model = swinlab.create_model("swin_pico")
+        model.register_forward_hook(lambda m, args, out, prec=prec: seen.__setitem__(
+            prec, (args[0].dtype, out.dtype, torch.is_autocast_enabled("cpu"))))
+        step = bm.prepare(model, batch_size=1, img_size=32, device="cpu", precision=prec)
+        step()
+        assert step.precision == prec
+        weights = torch.bfloat16 if prec == "bf16-true" else torch.float32
+        assert {p.dtype for p in model.parameters()} == {weights}
+    assert seen["32-true"] == (torch.float32, torch.float32, False)
+    assert seen["bf16-true"] == (torch.bfloat16, torch.bfloat16, False)
+    assert seen["bf16-mixed"] == (torch.float32, torch.bfloat16, True)
+    r = bm.time_model(swinlab.create_model("swin_pico"), batch_size=1, img_size=32, precision="bf16-true",
+                      warmup=0, repeats=1, device="cpu")
+    assert (r["precision"], r["dtype"]) == ("bf16-true", "bfloat16")
+    assert bm.prepare(swinlab.create_model("swin_pico"), batch_size=1, img_size=32, device="cpu",
+                      dtype="bfloat16").precision == "bf16-mixed"  # the older dtype name
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        bm.prepare(swinlab.create_model("swin_pico"), batch_size=1, img_size=32, device="cpu",
+                   precision="fp8")
+    with pytest.raises(ValueError, match="'freeze' folds the weights into constants: inference only"):
+        bm.prepare(swinlab.create_model("swin_pico"), batch_size=1, img_size=32, device="cpu", mode="train",
+                   compile="freeze")
+
+
+def test_configurations_and_each_peers_fastest():
+    pico = bm.Candidate("pico", lambda s: swinlab.create_model("swin_pico", img_size=s), peer="swinlab")
+    peer = bm.Candidate("other", lambda s: swinlab.create_model("vit_pico", img_size=s))
+    configs = bm.configurations([pico, peer], precisions=["32-true", "bf16-true"],
+                                compile_modes=[False, "freeze"])
+    assert [c.label for c in configs] == ["pico@32-true", "pico@32-true+freeze", "pico@bf16-true",
+                                          "pico@bf16-true+freeze", "other@32-true", "other@32-true+freeze",
+                                          "other@bf16-true", "other@bf16-true+freeze"]
+    assert {c.peer for c in configs} == {"swinlab", "other"}
+    eager = [c for c in configs if not c.compile]
+    out = bm.compare(eager, img_size=32, modes=["infer", "train"], warmup=1, repeats=2, batch_size=2,
+                     device="cpu", baselines=["other@32-true"])
+    for mode, results in out.items():
+        assert [r["precision"] for r in results.values()] == ["32-true", "bf16-true"] * 2
+        best = bm.fastest(results)
+        assert list(best) == ["swinlab", "other"]
+        for p, b in best.items():
+            mine = [r for r in results.values() if r["peer"] == p]
+            assert b["median_s"] == min(r["median_s"] for r in mine)
+            assert b["label"] in results and results[b["label"]]["peer"] == p
+        text = bm.format_fastest(mode, best)
+        assert best["other"]["label"] in text and "swinlab ×" in text
+    frozen = [c for c in configs if c.compile == "freeze"][:1]
+    assert list(bm.compare(frozen, img_size=32, modes=["train"], warmup=0, repeats=1, batch_size=1,
+                           device="cpu")["train"]) == []  # freezing is inference only: left out of training
+
+
+def test_cli_times_every_precision_and_names_the_fastest(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert main(["bench", "swin_pico", "vit_pico", "--img-size", "32", "--batch-size", "1", "--precision",
+                 "32-true", "bf16-true", "--warmup", "1", "--repeats", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "swin_pico@bf16-true" in text and "each implementation's fastest configuration" in text
+    report = json.loads(out.read_text())
+    assert set(report["results"]["infer"]) == {"swin_pico@32-true", "swin_pico@bf16-true",
+                                               "vit_pico@32-true", "vit_pico@bf16-true"}
+    assert set(report["fastest"]["infer"]) == {"swin_pico", "vit_pico"}

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "swinlab"
 # Bottom to top; a package may import those of a lower rank (and its own modules).
 LAYERS = [
     {"errors", "files", "functional"},
+    {"precision"},
     {"kernels"},
     {"layers"},
     {"models"},

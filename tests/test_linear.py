@@ -99,17 +99,71 @@ def test_selection_rule(monkeypatch):
     x = torch.randn(4, 8)
     avx512 = torch.backends.cpu.get_cpu_capability() == "AVX512"
     assert lin.select_backend("auto", x) == ("onednn" if lin.onednn_available() and avx512 else "torch")
-    assert lin.select_backend("auto", x.double()) == "torch"  # oneDNN's fused op is float32 only
+    assert lin.select_backend("auto", x.double()) == "torch"  # oneDNN's product: float32 / bfloat16 only
     assert lin.select_backend("torch", x) == "torch"
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast lowers F.linear to bfloat16: leave it be
+    with torch.autocast("cpu", dtype=torch.float16):  # float16 autocast is F.linear's
         assert lin.select_backend("auto", x) == "torch"
-        assert lin.linear(x, torch.randn(3, 8)).dtype == torch.bfloat16
     with pytest.raises(ConfigError, match="unknown linear backend 'mkl'"):
         lin.select_backend("mkl", x)
     with pytest.raises(ConfigError, match="unknown linear backend 'mkl'"):
         Linear(8, 3, backend="mkl")
     with pytest.raises(ValueError, match=r"x \(4, 8\) and weight \(3, 5\)"):
         lin.linear(x, torch.randn(3, 5))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_rule_inference_on_onednn_where_bf16_is_native(monkeypatch, native):
+    """bfloat16 (bf16-true, or float32 under bf16 autocast): oneDNN in inference on CPUs with native bf16,
+    F.linear where a gradient is taken (measured faster in a training step) and where bf16 is emulated."""
+    monkeypatch.setattr(lin, "_AUTO_ONEDNN_BF16", native)
+    x = torch.randn(4, 8)
+    assert lin.select_backend("auto", x.bfloat16()) == ("onednn" if native else "torch")
+    assert lin.select_backend("auto", x.bfloat16(), grad=True) == "torch"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert lin.onednn_dtype(x) == torch.bfloat16
+        assert lin.select_backend("auto", x) == ("onednn" if native else "torch")
+        assert lin.select_backend("auto", x, grad=True) == "torch"
+    monkeypatch.setattr(lin, "_AUTO_ONEDNN_BF16", True)
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    assert lin.select_backend("auto", x.bfloat16()) == "torch"  # exported graphs hold aten.linear
+
+
+needs_bf16 = pytest.mark.skipif(not lin.onednn_available(torch.bfloat16),
+                                reason="this CPU has no native bf16 (AVX-512 BF16 / AMX)")
+
+
+@needs_bf16
+@pytest.mark.parametrize("gelu", [False, True])
+@pytest.mark.parametrize("how", ["bf16-true", "autocast"])
+def test_onednn_bf16_equals_f_linear_in_bf16(gelu, how):
+    x, w, b = _case((3, 17, 24))
+    with torch.inference_mode():
+        if how == "bf16-true":
+            args = (x.bfloat16(), w.bfloat16(), b.bfloat16())
+            y, ref = _fn(gelu)(*args, backend="onednn"), _fn(gelu)(*args, backend="torch")
+        else:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y, ref = _fn(gelu)(x, w, b, backend="onednn"), _fn(gelu)(x, w, b, backend="torch")
+    assert y.dtype == ref.dtype == torch.bfloat16
+    exact = _exact(x, w, b, gelu)
+    scale = exact.abs().max().item()
+    # both round operands and result to bf16 (8 bits): within a few bf16 steps of the magnitude
+    assert (y.double() - exact).abs().max() <= 2e-2 * scale
+    assert (y.float() - ref.float()).abs().max() <= 2e-2 * scale
+
+
+@needs_bf16
+def test_onednn_bf16_gradients_under_autocast_reach_the_float32_weights():
+    x, w, b = _case((6, 24))
+    w.requires_grad_()
+    b.requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = lin.linear(x, w, b, backend="onednn")
+    assert y.dtype == torch.bfloat16
+    gw, gb = torch.autograd.grad(y.float().sum(), [w, b])
+    assert gw.dtype == gb.dtype == torch.float32  # the casts' backward: float32 grads for float32 weights
+    torch.testing.assert_close(gw, torch.ones(40, 6) @ x, rtol=2e-2, atol=5e-2)
+    torch.testing.assert_close(gb, torch.full((40,), 6.0))
 
 
 @needs_onednn
@@ -131,7 +185,7 @@ def test_auto_runs_standard_ops_while_exporting(monkeypatch):
 
 @needs_onednn
 def test_explicit_onednn_refuses_what_it_cannot_take():
-    says = r"float32 CPU tensors outside autocast.*set_linear_backend\('auto'\)"
+    says = r"float32 CPU tensors.*set_linear_backend\('auto'\)"
     with pytest.raises(RuntimeError, match=says):
         lin.linear(torch.randn(4, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64),
                    backend="onednn")
@@ -148,23 +202,30 @@ def test_self_check_catches_a_broken_or_wrong_operator():
     def wrong_gelu(x, w, b, attr):
         return F.linear(x, w, b)  # ignores the post-op
 
-    assert "failed: RuntimeError: schema changed" in lin.self_check(raises)
-    assert "disagrees with F.linear on x Wᵀ + b" in lin.self_check(wrong)
+    assert "failed in torch.float32: RuntimeError: schema changed" in lin.self_check(raises)
+    assert "disagrees with F.linear on x Wᵀ + b in torch.float32" in lin.self_check(wrong)
     assert "disagrees with F.linear on gelu" in lin.self_check(wrong_gelu)
+    assert "disagrees with F.linear on gelu" in lin.self_check(wrong_gelu, dtype=torch.bfloat16)
     if lin.onednn_available():
         assert lin.self_check() is None
+    if lin.onednn_available(torch.bfloat16):
+        assert lin.self_check(dtype=torch.bfloat16) is None
 
 
 def test_a_failed_self_check_warns_once_and_auto_falls_back(monkeypatch):
     monkeypatch.setattr(lin, "_onednn_present", lambda: True)
-    monkeypatch.setattr(lin, "self_check", lambda op=None: "oneDNN's linear operator failed: boom")
+    monkeypatch.setattr(lin, "self_check",
+                        lambda op=None, dtype=None: "oneDNN's linear operator failed: boom")
     with pytest.warns(RuntimeWarning, match="boom; swinlab's 'auto' linear layers use F.linear"):
         ok = lin._check_once()
     assert ok is False
     monkeypatch.setattr(lin, "_ONEDNN", ok)
     monkeypatch.setattr(lin, "_AUTO_ONEDNN", ok)
+    monkeypatch.setattr(lin, "_ONEDNN_BF16", ok)
+    monkeypatch.setattr(lin, "_AUTO_ONEDNN_BF16", ok)
     x = torch.randn(4, 8)
     assert lin.select_backend("auto", x) == "torch"
+    assert lin.select_backend("auto", x.bfloat16()) == "torch"
     with pytest.raises(ConfigError, match="'onednn' cannot run here: oneDNN's linear operator failed: boom"):
         Linear(8, 3, backend="onednn")
     layer = Linear(8, 3)

@@ -1,9 +1,14 @@
 """Throughput of a classifier: seconds per step, images per second, peak memory.
 
 A *step* is one inference forward pass (under :func:`torch.inference_mode`) or one training step
-(forward, cross-entropy against random labels, backward, AdamW update), on a batch of random images.
-Mixed precision (``bfloat16`` / ``float16``) runs under :func:`torch.autocast` with the weights kept
-in float32, as training does; ``float16`` training on CUDA scales the loss with a ``GradScaler``.
+(forward, cross-entropy against random labels, backward, AdamW update), on a batch of random images,
+in one :mod:`swinlab.precision`: ``32-true``; ``bf16-mixed`` / ``16-mixed`` under
+:func:`torch.autocast` with the weights kept in float32, as training does (``16-mixed`` training on
+CUDA scales the loss with a ``GradScaler``); ``bf16-true`` with the weights themselves in bfloat16;
+``auto`` resolved for the device and the mode. Compile modes are :func:`torch.compile`'s, plus
+``"freeze"`` (inference only): the default mode with inductor's ``freezing``, which treats the weights as
+constants (folded, and prepacked for oneDNN on the CPU): the fastest compiled CPU inference torch
+offers, so a peer's best configuration includes it.
 
 Timing follows the usual rules (timm's ``benchmark.py``): warm-up steps first (they also compile,
 with ``compile=True``, and fill the backends' caches), the device is synchronized before and after
@@ -36,7 +41,6 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -45,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
+from .. import precision as precisions
 from ..errors import ConfigError
 from ..functional.pair import to_pair
 from ..kernels import linear as linear_kernels
@@ -52,7 +57,7 @@ from ..models.registry import create_model, get_config
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODES = ("infer", "train")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "freeze")
 TORCHVISION_PREFIX = "torchvision:"  # build("torchvision:swin_t"): torchvision's model of that name
 
 
@@ -67,7 +72,7 @@ class Step:
     fn: Callable[[], None]
     batch_size: int
     img_size: tuple[int, int]
-    dtype: str
+    dtype: str  # the dtype the maths runs in: float32, bfloat16, float16
     mode: str
     device: torch.device
     compile: bool | str
@@ -76,6 +81,7 @@ class Step:
     times: list[float] = field(default_factory=list, repr=False)
     first_s: float | None = None  # the first call (compilation included with compile=True)
     peak_bytes: int | None = None
+    precision: str = "32-true"  # the resolved swinlab.precision
 
     def __call__(self) -> float:
         """Run one step; returns its wall-clock seconds (device synchronized on both sides)."""
@@ -109,6 +115,7 @@ class Step:
             "name": self.name,
             "mode": self.mode,
             "dtype": self.dtype,
+            "precision": self.precision,
             "batch_size": self.batch_size,
             "img_size": list(self.img_size),
             "device": str(self.device),
@@ -130,21 +137,24 @@ def _tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int], dtype: str = "float32",
+def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int], precision: str = "32-true",
             mode: str = "infer", compile: bool | str = False, device: str | torch.device | None = None,
             in_chans: int | None = None, name: str | None = None, seed: int = 0,
-            lr: float = 1e-4, linear_backend: str | None = None) -> Step:
-    """Move ``model`` to ``device`` and build its benchmark step (nothing is run yet).
+            lr: float = 1e-4, linear_backend: str | None = None, dtype: str | None = None) -> Step:
+    """Move ``model`` to ``device`` (and to ``precision``'s weight dtype) and build its benchmark step
+    (nothing is run yet).
 
     Args:
         model: a classifier taking ``(B, C_in, H, W)`` images and returning ``(B, classes)`` logits.
         batch_size: images per step.
         img_size: ``H`` or ``(H, W)``.
-        dtype: ``"float32"``, or ``"bfloat16"`` / ``"float16"`` under autocast (weights stay float32).
+        precision: a :mod:`swinlab.precision` name; ``bf16-true`` casts ``model`` to bfloat16 in place,
+            the mixed ones run under autocast, ``auto`` is resolved for the device and ``mode``.
         mode: ``"infer"`` (eval mode, ``inference_mode``) or ``"train"`` (train mode: forward,
             cross-entropy, backward, ``AdamW`` step; gradients set to ``None`` after each step).
         compile: wrap the model in :func:`torch.compile` (the first warm-up step compiles); a string
-            is its ``mode``: ``"reduce-overhead"`` (CUDA graphs), ``"max-autotune"``, ...
+            is its ``mode``: ``"reduce-overhead"`` (CUDA graphs), ``"max-autotune"``, ..., or
+            ``"freeze"`` (inference: inductor's weight freezing).
         device: default: CUDA if available, else CPU.
         in_chans: image channels (default ``model.config.in_chans``, else 3).
         name: the label of the result (default: the class name).
@@ -154,9 +164,13 @@ def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int
             (``None``: the model's own ``config.linear_backend``); set on the model (with
             ``set_linear_backend``) around each step and restored after, so steps timed interleaved
             can share one model with different backends.
+        dtype: the older name of ``precision``: ``float32`` (32-true), ``bfloat16`` (bf16-mixed),
+            ``float16`` (16-mixed).
     """
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    if dtype is not None:
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+        precision = precisions.DTYPE_ALIASES[dtype]
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
     if batch_size < 1:
@@ -165,27 +179,35 @@ def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int
         "cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda: CUDA is not available here; use device='cpu'")
+    prec = precisions.resolve(precision, dev, training=mode == "train")
     size = to_pair(img_size)
     config = getattr(model, "config", None)
     chans = in_chans or getattr(config, "in_chans", 3)
-    model = model.to(dev)
+    model = precisions.cast_model(model.to(dev), prec)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    x = torch.randn(batch_size, chans, *size, generator=gen).to(dev)  # (B, C_in, H, W)
-
-    def amp():
-        return torch.autocast(dev.type, dtype=DTYPES[dtype]) if dtype != "float32" else nullcontext()
+    x = precisions.cast_input(torch.randn(batch_size, chans, *size, generator=gen), prec).to(dev)
 
     if isinstance(compile, str) and compile not in COMPILE_MODES:
         raise ConfigError(f"compile mode must be one of {list(COMPILE_MODES)}, got {compile!r}")
+    if compile == "freeze" and mode == "train":
+        raise ConfigError("compile mode 'freeze' folds the weights into constants: inference only")
     net = model
     if compile:
-        net = torch.compile(model, mode=None if compile is True or compile == "default" else compile)
+        net = torch.compile(model, mode=None if compile in (True, "default", "freeze") else compile)
+    freeze = compile == "freeze"
     state = [_tensor_bytes(model.parameters()) + _tensor_bytes(model.buffers())]
+
+    def amp():
+        return precisions.autocast(prec, dev)
 
     if mode == "infer":
         model.eval()
 
         def fn() -> None:
+            if freeze:  # inductor freezes under no_grad (not inference_mode), reading the flag as it compiles
+                with torch.no_grad(), amp(), torch._inductor.config.patch(freezing=True):
+                    net(x)
+                return
             with torch.inference_mode(), amp():
                 net(x)
 
@@ -193,8 +215,8 @@ def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int
             return state[0]
     else:
         model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=lr)
-        scaler = torch.amp.GradScaler(dev.type) if dtype == "float16" and dev.type == "cuda" else None
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, **_fused_adamw(dev, model))
+        scaler = torch.amp.GradScaler(dev.type) if prec == "16-mixed" else None
         labels: list[torch.Tensor] = []
 
         def fn() -> None:
@@ -233,8 +255,20 @@ def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int
             finally:
                 model.set_linear_backend(previous)
 
-    return Step(name=name or type(model).__name__, fn=fn, batch_size=batch_size, img_size=size, dtype=dtype,
-                mode=mode, device=dev, compile=compile, state_bytes=state[0], state_fn=state_fn)
+    compute = precisions.autocast_dtype(prec) or precisions.weight_dtype(prec)
+    return Step(name=name or type(model).__name__, fn=fn, batch_size=batch_size, img_size=size,
+                dtype=str(compute).removeprefix("torch."), mode=mode, device=dev, compile=compile,
+                state_bytes=state[0], state_fn=state_fn, precision=prec)
+
+
+def _fused_adamw(device: torch.device, model: nn.Module) -> dict:
+    """``fused=True`` where torch has a fused AdamW for the device and the weights' dtype (CPU and CUDA,
+    float32 and bfloat16): one kernel per step instead of one per parameter and operation, the fastest
+    AdamW torch ships, for every peer alike."""
+    dtypes = {p.dtype for p in model.parameters()}
+    if device.type in ("cpu", "cuda") and dtypes <= {torch.float32, torch.bfloat16, torch.float16}:
+        return {"fused": True}
+    return {}
 
 
 def run(steps: dict[str, Step] | list[Step], *, warmup: int = 3, repeats: int = 10,
@@ -263,20 +297,21 @@ def run(steps: dict[str, Step] | list[Step], *, warmup: int = 3, repeats: int = 
 
 
 def time_model(model: nn.Module, *, batch_size: int = 8, img_size: int | tuple[int, int] = 224,
-              dtype: str = "float32", mode: str = "infer", compile: bool | str = False, warmup: int = 3,
+              precision: str = "32-true", mode: str = "infer", compile: bool | str = False, warmup: int = 3,
               repeats: int = 10, device: str | torch.device | None = None, **kwargs) -> dict:
     """Time ``model`` alone (see :func:`prepare` for the arguments; ``kwargs`` go there too).
 
     Returns:
-        A JSON-serializable dict: ``name``, ``mode``, ``dtype``, ``batch_size``, ``img_size``,
+        A JSON-serializable dict: ``name``, ``mode``, ``dtype`` (of the maths), ``precision`` (resolved),
+        ``batch_size``, ``img_size``,
         ``device``, ``compile``, ``repeats``; ``median_s`` / ``p10_s`` / ``p90_s`` seconds per step;
         ``images_per_s`` (batch / median); ``first_step_s`` (the first warm-up step: compilation
         with ``compile=True``); ``peak_memory_bytes`` (CUDA: allocator peak of a step, the model's
         weights and optimizer state included; CPU: ``None``) with ``peak_memory_source``;
         ``times_s`` (every timed step).
     """
-    step = prepare(model, batch_size=batch_size, img_size=img_size, dtype=dtype, mode=mode, compile=compile,
-                   device=device, **kwargs)
+    step = prepare(model, batch_size=batch_size, img_size=img_size, precision=precision, mode=mode,
+                   compile=compile, device=device, **kwargs)
     return run({step.name: step}, warmup=warmup, repeats=repeats)[step.name]
 
 
@@ -288,6 +323,59 @@ class Candidate:
     build: Callable[[tuple[int, int]], nn.Module]  # (H, W) -> a fresh model built for that size
     compile: bool | str = False  # torch.compile it (a string: the compile mode)
     linear_backend: str | None = None  # run its linear layers on this swinlab.kernels.linear backend
+    precision: str | None = None  # its swinlab.precision (None: the one the run is given)
+    peer: str | None = None  # whose implementation it is, for "each peer's fastest" (None: the label)
+
+
+def configurations(models: Iterable[Candidate], *, precisions: Iterable[str] = ("32-true",),
+                   compile_modes: Iterable[bool | str] = (False,)) -> list[Candidate]:
+    """Every candidate once per precision and compile mode: ``timm@bf16-true+freeze`` (:func:`compare`
+    leaves ``"freeze"`` out of training). ``peer`` defaults to the original label, so :func:`fastest`
+    can name each implementation's best configuration."""
+    out = []
+    for m in models:
+        for prec in precisions:
+            precisions_check(prec)
+            for comp in compile_modes:
+                tag = "" if not comp else "+compile" if comp in (True, "default") else f"+{comp}"
+                out.append(Candidate(label=f"{m.label}@{prec}{tag}", build=m.build, compile=comp,
+                                     linear_backend=m.linear_backend, precision=prec, peer=m.peer or m.label))
+    return out
+
+
+def precisions_check(name: str) -> str:
+    """A precision name for a benchmark (see :mod:`swinlab.precision`), or a ConfigError."""
+    return precisions.check(name)
+
+
+def fastest(results: dict[str, dict], peers: dict[str, str] | None = None) -> dict[str, dict]:
+    """Each peer's fastest configuration among one mode's :func:`compare` results.
+
+    Args:
+        results: ``{label: result}`` of one mode.
+        peers: label → peer (default: each result's ``peer``, else its label).
+
+    Returns:
+        ``{peer: {"label", "median_s", "images_per_s", "precision", "compile"}}``, in first-seen order.
+    """
+    best: dict[str, dict] = {}
+    for label, r in results.items():
+        peer = (peers or {}).get(label) or r.get("peer") or label
+        if peer not in best or r["median_s"] < best[peer]["median_s"]:
+            best[peer] = {"label": label, "median_s": r["median_s"], "images_per_s": r["images_per_s"],
+                          "precision": r["precision"], "compile": r["compile"]}
+    return best
+
+
+def format_fastest(mode: str, best: dict[str, dict], ours: str = "swinlab") -> str:
+    """:func:`fastest` as a table: each peer's best configuration and ``ours``'s speed-up over it."""
+    lines = [f"{mode}: each implementation's fastest configuration"]
+    mine = best.get(ours)
+    for peer, b in best.items():
+        ratio = f"  {ours} ×{b['median_s'] / mine['median_s']:.2f}" if mine and peer != ours else ""
+        lines.append(f"  {peer:<14} {b['label']:<44} {b['median_s'] * 1e3:9.1f} ms {b['images_per_s']:9.1f} "
+                     f"img/s{ratio}")
+    return "\n".join(lines)
 
 
 def candidates(names: Iterable[str], *, backends: Iterable[str] | None = None,
@@ -339,7 +427,8 @@ def compare(models: Sequence[Candidate], *, img_size: int | tuple[int, int] = 22
         baselines: labels of candidates to compare against: each result gains
             ``speedup_vs_<label>`` (the baseline's median over this one's; > 1: faster).
         callback: as :func:`run`'s.
-        kwargs: :func:`prepare`'s ``batch_size``, ``dtype``, ``device``, ``seed``, ...
+        kwargs: :func:`prepare`'s ``batch_size``, ``precision`` (for candidates without their own),
+            ``device``, ``seed``, ...
 
     Returns:
         ``{mode: {label: result}}``, each result as :func:`time_model`'s.
@@ -354,13 +443,18 @@ def compare(models: Sequence[Candidate], *, img_size: int | tuple[int, int] = 22
     size = to_pair(img_size)
     out = {}
     for mode in modes:
+        chosen = [m for m in models if not (m.compile == "freeze" and mode == "train")]  # inference only
         steps = {m.label: prepare(_build_candidate(m, size), img_size=size, mode=mode, compile=m.compile,
-                                  name=m.label, linear_backend=m.linear_backend, **kwargs)
-                 for m in models}
+                                  name=m.label, linear_backend=m.linear_backend,
+                                  **({**kwargs, "precision": m.precision} if m.precision else kwargs))
+                 for m in chosen}
         results = run(steps, warmup=warmup, repeats=repeats, callback=callback)
+        for m in chosen:
+            results[m.label]["peer"] = m.peer or m.label
         for r in results.values():
             for b in baselines:
-                r[f"speedup_vs_{b}"] = results[b]["median_s"] / r["median_s"]
+                if b in results:
+                    r[f"speedup_vs_{b}"] = results[b]["median_s"] / r["median_s"]
         out[mode] = results
     return out
 
@@ -403,14 +497,15 @@ def format_results(mode: str, results: dict[str, dict], env: dict) -> str:
     m = env["machine"]
     size = "×".join(map(str, first["img_size"]))
     against = [k for k in first if k.startswith("speedup_vs_")]
-    lines = [f"{mode}, {first['dtype']}, batch {first['batch_size']}, {size}, {first['device']}"
+    precs = sorted({r["precision"] for r in results.values()})
+    lines = [f"{mode}, {', '.join(precs)}, batch {first['batch_size']}, {size}, {first['device']}"
              f" ({m['gpu'] or m['cpu']}, {m['torch_threads']} threads); "
              f"median of {first['repeats']} interleaved steps",
-             f"  {'model':<32} {'ms/step':>9} {'p10':>9} {'p90':>9} {'img/s':>8} {'vs first':>9} "
+             f"  {'model':<44} {'ms/step':>9} {'p10':>9} {'p90':>9} {'img/s':>8} {'vs first':>9} "
              + "".join(f"{'vs ' + k[len('speedup_vs_'):]:>15} " for k in against) + f"{'peak MiB':>9}"]
     for name, r in results.items():
         peak = f"{r['peak_memory_bytes'] / 2**20:9.0f}" if r["peak_memory_bytes"] is not None else "      n/a"
-        lines.append(f"  {name:<32} {r['median_s'] * 1e3:>9.1f} {r['p10_s'] * 1e3:>9.1f} "
+        lines.append(f"  {name:<44} {r['median_s'] * 1e3:>9.1f} {r['p10_s'] * 1e3:>9.1f} "
                      f"{r['p90_s'] * 1e3:>9.1f} {r['images_per_s']:>8.1f} "
                      f"{first['median_s'] / r['median_s']:>8.2f}× "
                      + "".join(f"{r[k]:>14.2f}× " for k in against) + peak)

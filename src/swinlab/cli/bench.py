@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from .. import precision as precisions
 from ..analysis import benchmark as bm
 from ..errors import ConfigError
 from ..kernels import linear as linear_kernels
@@ -18,22 +19,37 @@ HELP = "time models interleaved: images/s, ratios, memory, cost per pixel"
 
 def add_timing_arguments(p: argparse.ArgumentParser, *, modes: tuple[str, ...] = ("infer",), warmup: int = 3,
                          repeats: int = 10) -> None:
-    """The flags every benchmark driver shares: batch, dtype, modes, compile, warm-up, repeats, device."""
+    """The flags every benchmark driver shares: batch, precisions, modes, compile, warm-up, repeats,
+    device."""
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per step (default 8)")
-    p.add_argument("--dtype", choices=list(bm.DTYPES), default="float32",
-                   help="float32 (default), or bfloat16 / float16 under autocast")
+    p.add_argument("--precision", nargs="+", choices=precisions.PRECISIONS, metavar="P",
+                   help="time every model in each precision: 32-true (default), bf16-mixed (autocast), "
+                        "bf16-true (bf16 weights), 16-mixed (CUDA), auto (the fastest accurate one here)")
+    p.add_argument("--dtype", choices=list(bm.DTYPES),
+                   help="the older form of --precision: float32 = 32-true, bfloat16 = bf16-mixed, "
+                        "float16 = 16-mixed")
     p.add_argument("--mode", nargs="+", choices=list(bm.MODES), default=list(modes),
                    help="infer (inference_mode forward) and/or train (forward, cross-entropy, backward, "
                         f"AdamW); default: {' '.join(modes)}")
-    p.add_argument("--compile", nargs="?", const="default", default=False, metavar="MODE",
-                   choices=bm.COMPILE_MODES,
-                   help="torch.compile (compile time reported apart); MODE: torch.compile's mode "
-                        "(reduce-overhead: CUDA graphs)")
+    p.add_argument("--compile", nargs="*", default=None, metavar="MODE", choices=bm.COMPILE_MODES,
+                   help="also time every model under torch.compile (compile time reported apart), once per "
+                        "MODE (default: torch.compile's default mode): reduce-overhead (CUDA graphs), "
+                        "max-autotune, freeze (inference: inductor's weight freezing)")
     p.add_argument("--warmup", type=positive_int, default=warmup,
                    help=f"untimed steps per model (default {warmup})")
     p.add_argument("--repeats", type=positive_int, default=repeats,
                    help=f"timed steps per model (default {repeats})")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+
+
+def timing_choices(args: argparse.Namespace) -> tuple[list[str], list[bool | str]]:
+    """``(precisions, compile modes)`` the timing flags ask for: eager always, then each ``--compile``
+    mode; ``--precision``, else ``--dtype``'s precision, else ``32-true``."""
+    precs = list(args.precision or [precisions.DTYPE_ALIASES[args.dtype] if args.dtype else "32-true"])
+    compile_modes: list[bool | str] = [False]
+    if args.compile is not None:
+        compile_modes += list(dict.fromkeys(args.compile or ["default"]))
+    return precs, compile_modes
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,11 +75,15 @@ def run(args: argparse.Namespace) -> int:
     if args.device is not None:
         check_device(args.device, choices="cpu or cuda")
     try:
-        models = bm.candidates(args.models, backends=args.backend, linear_backends=args.linear_backend,
-                               compile=args.compile)
+        models = bm.candidates(args.models, backends=args.backend, linear_backends=args.linear_backend)
     except ConfigError as e:
         raise ConfigError(f"{e}. {LIST_HINT}") from e
-    timing = dict(batch_size=args.batch_size, dtype=args.dtype, device=args.device)
+    precs, compile_modes = timing_choices(args)
+    timing = dict(batch_size=args.batch_size, device=args.device)
+    if len(precs) == 1 and compile_modes == [False]:
+        timing["precision"] = precs[0]  # one configuration: the labels stay the model names
+    else:
+        models = bm.configurations(models, precisions=precs, compile_modes=compile_modes)
     env = bm.environment(args.device)
     report = {"environment": env, "settings": settings(args)}
     if args.scaling:
@@ -76,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
                                        repeats=args.repeats, **timing)
         for mode, results in report["results"].items():
             print(bm.format_results(mode, results, env))
+            if len(results) > 1:
+                best = bm.fastest(results)
+                report.setdefault("fastest", {})[mode] = best
+                print(bm.format_fastest(mode, best, ours=next(iter(best))))
     if args.json:
         write_json_arg(args.json, report)
     return 0

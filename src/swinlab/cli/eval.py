@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..precision import PRECISIONS
 from ._common import positive_int
 
 HELP = "top-1/top-5 accuracy and loss of a checkpoint on a test split"
@@ -18,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="check the checkpoint against this registered model")
     p.add_argument("--limit", type=positive_int, help="evaluate the first N test images only")
     p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--precision", choices=PRECISIONS, default="32-true",
+                   help="32-true (default, float32-exact), bf16-true, bf16-mixed, auto (bf16-true where "
+                        "the hardware has native bf16)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -27,10 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from ..train import evaluate
 
     r = evaluate(args.checkpoint, args.data, args.data_dir, model=args.model, batch_size=args.batch_size,
-                 test_limit=args.limit)
+                 test_limit=args.limit, precision=args.precision)
     if args.json:
         print(json.dumps(r, indent=2))
     else:
-        print(f"{args.checkpoint} on {r['images']} test images: top-1 {r['acc1']:.2%}  "
+        print(f"{args.checkpoint} on {r['images']} test images ({r['precision']}): top-1 {r['acc1']:.2%}  "
               f"top-5 {r['acc5']:.2%}  loss {r['loss']:.4f}")
     return 0

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from ..precision import PRECISIONS
 from ._common import positive_int
 
 HELP = "top-k classes of image files"
@@ -20,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a swinlab .safetensors checkpoint")
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, WebP, BMP)")
     p.add_argument("--topk", type=positive_int, default=5)
+    p.add_argument("--precision", choices=PRECISIONS, default="32-true",
+                   help="32-true (default, float32-exact), bf16-true, bf16-mixed, auto (bf16-true where "
+                        "the CPU has native bf16)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -28,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here for start-up time only: Lightning takes seconds to import, `swinlab --help` none.
     from ..train import predict
 
-    results = predict(args.checkpoint, args.images, topk=args.topk)
+    results = predict(args.checkpoint, args.images, topk=args.topk, precision=args.precision)
     failed = [r for r in results if "error" in r]
     for r in failed:
         print(f"{args.prog}: error: {r['error']}", file=sys.stderr)

@@ -6,6 +6,7 @@ import argparse
 
 import torch
 
+from ..precision import PRECISIONS
 from ._common import positive_int
 
 HELP = "train and report the ablation study (Table 4, extension, baselines)"
@@ -23,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-limit", type=positive_int,
                    help="first N training images (default: the recipe's)")
     p.add_argument("--test-limit", type=positive_int, help="first N test images (default: all)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="training precision of every run (default: the recipe's, auto: bf16-mixed where "
+                        "the hardware has native bf16)")
     p.add_argument("--out", default="runs/ablations", help="results and report (default runs/ablations)")
     p.add_argument("--work", default="runs/ablations-work",
                    help="checkpoints and logs of the runs (default runs/ablations-work)")
@@ -41,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from ..train.study import Throughput, run_ablations
 
     changes = {k: v for k, v in (("data", args.data), ("data_dir", args.data_dir), ("epochs", args.epochs),
-                                 ("train_limit", args.train_limit), ("test_limit", args.test_limit))
+                                 ("train_limit", args.train_limit), ("test_limit", args.test_limit),
+                                 ("precision", args.precision))
                if v is not None}
     if args.smoke and args.data == "fashion-mnist":
         changes.pop("data")  # the smoke recipe's synthetic data unless asked otherwise

@@ -17,16 +17,23 @@ Backends, named per call (a model records its choice in its config as ``linear_b
 no process-wide switch):
 
 * ``"torch"``: :func:`torch.nn.functional.linear` (then the activation), on any device;
-* ``"onednn"``: oneDNN, CPU float32 only, as the custom operators ``torch.ops.swinlab.onednn_linear``
-  with its own backward (both gradients are oneDNN products too), so training gains as well, and
-  ``torch.compile`` keeps it in its graph;
-* ``"auto"``: ``"onednn"`` for float32 CPU tensors outside autocast on CPUs that torch runs at AVX-512
-  (``torch.backends.cpu.get_cpu_capability()``), where oneDNN is here and passed its self-check;
-  ``"torch"`` everywhere else: AVX2-only CPUs (both libraries run AVX2 there, and oneDNN measured
-  slower: ×0.97 in inference, ×0.90 in training on a Zen 3 EPYC), CUDA (cuBLAS(Lt) already runs near
-  the tensor-core peak), bfloat16 on the CPU (torch's matmul already calls oneDNN), and while a graph
-  is captured by ``torch.export``, the ONNX exporter or ``torch.jit.trace``, so an exported program
-  holds the standard ``aten.linear`` only (see :func:`exporting`).
+* ``"onednn"``: oneDNN, CPU float32 and bfloat16, as the custom operator ``torch.ops.swinlab.onednn_linear``
+  with its own backward (both gradients are oneDNN products too), so ``torch.compile`` keeps it in its
+  graph; under bf16 autocast its operands are cast to bfloat16 as autocast casts them for ``F.linear``;
+* ``"auto"``:
+
+  - float32 (outside autocast): ``"onednn"`` on CPUs that torch runs at AVX-512
+    (``torch.backends.cpu.get_cpu_capability()``); ``"torch"`` on AVX2-only CPUs (both libraries run
+    AVX2 there, and oneDNN measured slower: ×0.97 in inference, ×0.90 in training on a Zen 3 EPYC);
+  - bfloat16 (bf16-true weights, or float32 under bf16 autocast): ``"onednn"`` in inference on CPUs
+    that multiply bf16 natively (AVX-512 BF16 / AMX): torch's bf16 ``addmm`` calls oneDNN too but writes
+    through a temporary it then copies, and the MLP's GELU becomes a post-op; ``"torch"`` where a
+    gradient is taken (in a bf16 training step F.linear measured faster: 523 against 612 ms for Swin-T
+    at batch 8 on a 2-core Xeon with AMX) and where bf16 is emulated;
+  - ``"torch"`` everywhere else: CUDA (cuBLAS(Lt) already runs near the tensor-core peak), other
+    dtypes, float16 autocast, and while a graph is captured by ``torch.export``, the ONNX exporter or
+    ``torch.jit.trace``, so an exported program holds the standard ``aten.linear`` only (see
+    :func:`exporting`).
 
 ``torch.ops.mkldnn._linear_pointwise`` is a private operator of torch. It is checked once, when this
 module is imported, against ``F.linear`` on a small product; if it is missing, raises, or disagrees,
@@ -44,6 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..precision import native_bf16
 
 BACKENDS = ("auto", "torch", "onednn")
 
@@ -104,54 +112,65 @@ if _onednn_present():
     _op.register_autograd(_linear_backward, setup_context=_linear_setup)
 
 
-def self_check(op=None) -> str | None:
-    """Run oneDNN's product (``op``, default the registered one) on a small problem and compare it with
-    ``F.linear`` (and ``F.gelu`` of it). Returns ``None`` when it agrees, else why it cannot be used."""
+def self_check(op=None, dtype: torch.dtype = torch.float32) -> str | None:
+    """Run oneDNN's product (``op``, default the registered one) on a small problem in ``dtype`` and
+    compare it with ``F.linear`` (and ``F.gelu`` of it) in float32. Returns ``None`` when it agrees,
+    else why it cannot be used."""
     if op is None:
         if not _onednn_present():
             return "this torch has no oneDNN linear operator (x86-64 builds with mkldnn have one)"
         op = torch.ops.swinlab.onednn_linear
     g = torch.Generator().manual_seed(0)
     x, w, b = (torch.randn(s, generator=g) for s in ((2, 3, 24), (40, 24), (40,)))
+    tol = 1e-4 if dtype == torch.float32 else 5e-2  # bf16: 8 bits of mantissa in and out
     try:
         with torch.inference_mode():
-            y, y_gelu = op(x, w, b, "none"), op(x, w, b, "gelu")
+            xd, wd, bd = x.to(dtype), w.to(dtype), b.to(dtype)
+            y, y_gelu = op(xd, wd, bd, "none"), op(xd, wd, bd, "gelu")
     except Exception as e:  # a changed private op fails in many ways: report it, whatever it is
-        return f"oneDNN's linear operator failed: {type(e).__name__}: {e}"
-    ref = F.linear(x, w, b)
+        return f"oneDNN's linear operator failed in {dtype}: {type(e).__name__}: {e}"
+    ref = F.linear(xd.float(), wd.float(), bd.float())
     for got, want, what in ((y, ref, "x Wᵀ + b"), (y_gelu, F.gelu(ref), "gelu(x Wᵀ + b)")):
-        if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-4):
-            return f"oneDNN's linear operator disagrees with F.linear on {what}"
+        if got.shape != want.shape or got.dtype != dtype or not torch.allclose(got.float(), want, rtol=tol,
+                                                                              atol=tol):
+            return f"oneDNN's linear operator disagrees with F.linear on {what} in {dtype}"
     return None
 
 
-def _check_once() -> bool:
-    """Run :func:`self_check` and warn if oneDNN is here but unusable; the result is :data:`_ONEDNN`."""
+def _check_once(dtype: torch.dtype = torch.float32) -> bool:
+    """Run :func:`self_check` in ``dtype`` and warn if oneDNN is here but unusable in it."""
     if not _onednn_present():
         return False
-    problem = self_check()
+    problem = self_check(dtype=dtype)
     if problem is not None:
         warnings.warn(f"{problem}; swinlab's 'auto' linear layers use F.linear instead (slower on some "
                       f"CPUs, same results)", RuntimeWarning, stacklevel=2)
     return problem is None
 
 
-# Checked once, at import (one 2×3×24 product, ~3 ms): a constant to torch.compile, which must not trace
-# a check, and the same answer for every model of the process.
+# Checked once, at import (a 2×3×24 product per dtype, a few ms): constants to torch.compile, which must not
+# trace a check, and the same answer for every model of the process. bfloat16 is checked only where the
+# CPU multiplies it natively, the one place ``auto`` would use it.
 _ONEDNN = _check_once()
+_ONEDNN_BF16 = _ONEDNN and native_bf16("cpu") and _check_once(torch.bfloat16)
 
 
-# ``auto`` takes oneDNN only where it was measured faster: on CPUs whose vector unit torch runs at
+# ``auto`` takes oneDNN only where it was measured faster. float32: on CPUs whose vector unit torch runs at
 # AVX-512. On a 2-core AMD EPYC Zen 5 (AVX-512) MKL runs AVX2 there and oneDNN AVX-512: Swin-T float32
 # ×1.88 inference, ×1.59 training step. On a 2-core AMD EPYC Zen 3 (AVX2 only) both run AVX2 and
-# oneDNN lost: ×0.97 inference, ×0.90 training step (benchmarks/results/README.md).
+# oneDNN lost: ×0.97 inference, ×0.90 training step (benchmarks/results/README.md). bfloat16: on CPUs
+# with native bf16 (AVX-512 BF16 / AMX), where torch's own bf16 ``addmm`` also calls oneDNN but writes
+# through a temporary and copies it out (measured on a 2-core Xeon with AMX: 25088×96 → 384 in
+# 1.78 ms by F.linear, 1.13 ms by the operator), and the MLP's GELU becomes a post-op of the GEMM.
 _AUTO_ONEDNN = _ONEDNN and torch.backends.cpu.get_cpu_capability() == "AVX512"
+_AUTO_ONEDNN_BF16 = _ONEDNN_BF16
 
 
-def onednn_available() -> bool:
-    """Whether the ``"onednn"`` backend can run here: an x86-64 torch built with oneDNN whose operator
-    passed :func:`self_check` at import."""
-    return _ONEDNN
+def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether the ``"onednn"`` backend can run here in ``dtype`` (float32 or bfloat16): an x86-64
+    torch built with oneDNN whose operator passed :func:`self_check` at import (bfloat16: on CPUs
+    that multiply it natively only)."""
+    return _ONEDNN_BF16 if dtype == torch.bfloat16 else _ONEDNN
 
 
 def check_backend(name: str) -> None:
@@ -169,26 +188,51 @@ def exporting() -> bool:
     return bool(torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
 
 
-def _onednn_takes(x: torch.Tensor) -> bool:
-    """float32 CPU maths that autocast does not lower (under autocast, F.linear runs in bfloat16)."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+def onednn_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype oneDNN's product runs in for the input ``x`` (``None``: oneDNN does not take it).
+
+    float32 or bfloat16 CPU tensors; under CPU autocast to bfloat16 the product runs in bfloat16, its
+    operands cast as autocast casts them for ``F.linear`` (float16 autocast is left to ``F.linear``)."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16):
+        return None
+    if torch.is_autocast_enabled("cpu"):
+        return torch.bfloat16 if torch.get_autocast_dtype("cpu") == torch.bfloat16 else None
+    return x.dtype
 
 
-def select_backend(backend: str, x: torch.Tensor) -> str:
-    """The backend (``"torch"`` or ``"onednn"``) a call with ``backend`` runs on ``x``: the rule of the
-    module doc for ``"auto"``; a named backend that cannot take ``x`` is an error."""
+def select_backend(backend: str, x: torch.Tensor, grad: bool = False) -> str:
+    """The backend (``"torch"`` or ``"onednn"``) a call with ``backend`` runs on ``x`` (``grad``: a
+    gradient will be taken through it): the rule of the module doc for ``"auto"``; a named backend
+    that cannot take ``x`` is an error."""
     if backend == "torch":
         return "torch"
+    dtype = onednn_dtype(x)
     if backend == "onednn":
-        if not _onednn_takes(x):
+        if dtype is None or not onednn_available(dtype):
             raise RuntimeError(
-                f"linear backend 'onednn' takes float32 CPU tensors outside autocast, got {x.dtype} on "
-                f"{x.device}; build the model with linear_backend='auto' (or 'torch'), or call "
+                f"linear backend 'onednn' takes float32 CPU tensors (bfloat16 too on CPUs with native "
+                f"bf16), outside autocast or under bfloat16 autocast; got {x.dtype} on {x.device}; "
+                f"build the model with linear_backend='auto' (or 'torch'), or call "
                 f"model.set_linear_backend('auto')")
         return "onednn"
     if backend != "auto":
         check_backend(backend)
-    return "onednn" if _AUTO_ONEDNN and _onednn_takes(x) and not exporting() else "torch"
+    if dtype is None or exporting():
+        return "torch"
+    if dtype == torch.bfloat16:  # inference only: in a bf16 training step F.linear measured faster
+        return "onednn" if _AUTO_ONEDNN_BF16 and not grad else "torch"
+    return "onednn" if _AUTO_ONEDNN else "torch"
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _operands(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    """``x``, ``weight``, ``bias`` in the dtype oneDNN runs the product in (casts only under autocast or
+    for mixed dtypes; each cast is differentiable, so float32 master weights get float32 gradients)."""
+    dtype = onednn_dtype(x)
+    return tuple(t if t is None or t.dtype == dtype else t.to(dtype) for t in (x, weight, bias))
 
 
 def _check_shapes(x: torch.Tensor, weight: torch.Tensor) -> None:
@@ -211,8 +255,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         ``(..., N)``.
     """
     _check_shapes(x, weight)
-    if select_backend(backend, x) == "onednn":
-        return torch.ops.swinlab.onednn_linear(x, weight, bias, "none")
+    if select_backend(backend, x, _needs_grad(x, weight, bias)) == "onednn":
+        return torch.ops.swinlab.onednn_linear(*_operands(x, weight, bias), "none")
     return F.linear(x, weight, bias)
 
 
@@ -222,9 +266,10 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     the backend is oneDNN and no gradient is needed; otherwise :func:`linear` then ``F.gelu``, whose
     backward is torch's own."""
     _check_shapes(x, weight)
-    if select_backend(backend, x) == "onednn":
-        grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    grad = _needs_grad(x, weight, bias)
+    if select_backend(backend, x, grad) == "onednn":
+        operands = _operands(x, weight, bias)
         if not grad:
-            return torch.ops.swinlab.onednn_linear(x, weight, bias, "gelu")
-        return F.gelu(torch.ops.swinlab.onednn_linear(x, weight, bias, "none"))
+            return torch.ops.swinlab.onednn_linear(*operands, "gelu")
+        return F.gelu(torch.ops.swinlab.onednn_linear(*operands, "none"))
     return F.gelu(F.linear(x, weight, bias))

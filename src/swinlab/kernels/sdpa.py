@@ -17,6 +17,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
+from ..functional.pair import static_zero
 from ..functional.windows import Pair, relative_bias
 from .reference import _mask, on_whole_map
 from .spec import WindowSpec
@@ -43,8 +44,10 @@ def _merged_bias(table, window, table_window, mask_key, dtype) -> torch.Tensor |
         return None if mask is None else mask[:, None]
     # No Python-side cache under torch.compile (dynamo cannot key a dict on a tensor's version; the
     # compiled graph recomputes the bias, a gather and an add that the compiler fuses).
+    # Nor for a table made under inference_mode (a model cast or copied there): such tensors keep no
+    # version counter, so a cached bias could not notice the table changing.
     cacheable = (not (torch.is_grad_enabled() and table.requires_grad) and table.device.type != "meta"
-                 and not torch.compiler.is_compiling())
+                 and not torch.compiler.is_compiling() and not table.is_inference())
     entries = key = None
     if cacheable:
         entries = _entries_for(table)
@@ -78,7 +81,7 @@ def attend_windows(qkv: torch.Tensor, table: torch.Tensor | None, spec: WindowSp
     q, k, v = qkv.view(bnw, n, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # 3 × (B*nW, h, N, d)
     mask_key = (tuple(map_size), tuple(spec.window), tuple(spec.shift), qkv.device) if spec.masked else None
     bias = _merged_bias(table, spec.window, spec.table_window, mask_key, q.dtype)  # (nW|1, h|1, N, N) or None
-    if bias is not None and bias.shape[0] > 1:  # per-window mask: repeat it for every image
+    if bias is not None and not static_zero(bias.shape[0] - 1):  # per-window mask: repeat it per image
         nw = bias.shape[0]
         bias = bias.expand(bnw // nw, *bias.shape).reshape(bnw, bias.shape[1], n, n)  # (B*nW, h|1, N, N)
     if spec.use_qk:

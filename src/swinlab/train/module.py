@@ -38,12 +38,17 @@ class ClassificationModule(L.LightningModule):
         ema_decay: keep an exponential moving average of the weights with this decay and evaluate
             it (``None``/0: off).
         class_names: stored in the hyper-parameters (and in the exported checkpoint).
+        compile: run the training forward through :func:`torch.compile` (``True`` or a compile mode);
+            the module keeps the plain model as ``self.model`` (state-dict keys unchanged) and
+            validates, tests and exports it eagerly.
+        precision: the resolved precision the Trainer runs (recorded in the hyper-parameters).
     """
 
     def __init__(self, model: nn.Module, *, num_classes: int, lr: float = 5e-4, weight_decay: float = 0.05,
                  warmup_epochs: float = 0.0, warmup_start: float = 1e-3, min_lr_ratio: float = 1e-2,
                  label_smoothing: float = 0.1, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
-                 ema_decay: float | None = None, class_names: list[str] | None = None):
+                 ema_decay: float | None = None, class_names: list[str] | None = None,
+                 compile: bool | str = False, precision: str = "32-true"):
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         self.model = model
@@ -63,6 +68,18 @@ class ClassificationModule(L.LightningModule):
         })
         self.confusion = MulticlassConfusionMatrix(num_classes)
         self._t0: float | None = None
+        self._compiled = None  # torch.compile(self.model), made on the first training step
+
+    def train_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's training forward: compiled when ``compile`` is set (the compiled wrapper is not a
+        submodule, so checkpoints and exports hold the plain model's keys)."""
+        mode = self.hparams.compile
+        if not mode:
+            return self.model(x)
+        if self._compiled is None:
+            compiled = torch.compile(self.model, mode=None if mode in (True, "default") else mode)
+            object.__setattr__(self, "_compiled", compiled)  # not registered as a submodule
+        return self._compiled(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -77,10 +94,10 @@ class ClassificationModule(L.LightningModule):
         if stage == "train":
             if self.mix is not None:
                 x, soft = self.mix(x, y)
-                logits = self.model(x)
+                logits = self.train_forward(x)
                 loss = soft_target_cross_entropy(logits, soft, self.hparams.label_smoothing)
             else:
-                logits = self.model(x)
+                logits = self.train_forward(x)
                 loss = self.ce(logits.float(), y)
         else:
             logits = self.eval_model()(x)

@@ -13,17 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
+from .. import precision as precisions
 from ..errors import ConfigError
 from ..models.config import ConfigMixin
 
-
-def default_precision() -> str:
-    """``bf16-mixed`` on a GPU that supports bf16, else ``32-true``."""
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -49,7 +43,13 @@ class TrainConfig(ConfigMixin):
     hflip: bool = True
     augment: bool = True  # False: eval transform for training too (no augmentation at all)
     clip_grad: float | None = 5.0  # max gradient norm
-    precision: str = "32-true"  # Lightning precision
+    # swinlab.precision / Lightning: 32-true | bf16-mixed | bf16-true | 16-mixed | auto (bf16-mixed where the
+    # GPU or CPU multiplies bf16 natively, else 32-true); the run records what auto resolved to
+    precision: str = "auto"
+    # torch.compile the model for training: false | true | a torch.compile mode. Off by default: measured on a
+    # 2-core Xeon (AMX), bf16-mixed, compiling gained ×1.08 for swin_micro_28 at batch 128 (457 → 492 img/s)
+    # after 52 s of compilation, and ×1.02 for Swin-T at batch 8 after 85 s; not yet measured on a GPU
+    compile: bool | str = False
     ema_decay: float | None = None  # weight EMA (None: off)
     seed: int = 0
     num_workers: int = 0
@@ -66,6 +66,10 @@ class TrainConfig(ConfigMixin):
     smoke: bool = False  # the shrunken test version
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "precision", precisions.check(self.precision))  # full names: 32 → 32-true
+        if not isinstance(self.compile, bool) and self.compile not in COMPILE_MODES:
+            raise ConfigError(f"compile: must be true, false or one of {list(COMPILE_MODES)}, "
+                              f"got {self.compile!r}")
         for name, ok, need in _CHECKS:
             value = getattr(self, name)
             if value is not None and not ok(value):
@@ -135,7 +139,7 @@ def swin_imagenet(smoke: bool = False) -> TrainConfig:
         data="folder", data_dir=None, epochs=300, batch_size=1024, base_lr=5e-4, warmup_epochs=20,
         warmup_start=1e-3, min_lr_ratio=1e-2, weight_decay=0.05, label_smoothing=0.1,
         mixup_alpha=0.8, cutmix_alpha=1.0, randaugment=True, random_erasing=0.25, crop_padding=None,
-        clip_grad=5.0, precision=default_precision(), ema_decay=None, num_workers=8, val_size=10_000,
+        clip_grad=5.0, precision="auto", ema_decay=None, num_workers=8, val_size=10_000,
         val_check_interval=1.0, log_every_n_steps=50,
     )
     return _smoke(config, crop_padding=None) if smoke else config
@@ -159,7 +163,7 @@ def fashion_mnist(smoke: bool = False) -> TrainConfig:
         name="fashion-mnist", model="swin_micro_28", model_overrides={"drop_path_rate": 0.1},
         data="fashion-mnist", epochs=100, batch_size=256, base_lr=1e-3, warmup_epochs=5,
         weight_decay=0.05, label_smoothing=0.1, mixup_alpha=0.2, cutmix_alpha=0.0, randaugment=False,
-        random_erasing=0.25, crop_padding=2, hflip=True, clip_grad=5.0, precision=default_precision(),
+        random_erasing=0.25, crop_padding=2, hflip=True, clip_grad=5.0, precision="auto",
         num_workers=4, val_size=5000, log_every_n_steps=50,
     )
     return config.replace(model_overrides={"drop_path_rate": 0.1}, epochs=1, batch_size=32,
@@ -178,7 +182,7 @@ def demo(smoke: bool = False) -> TrainConfig:
         name="demo", model="swin_micro_28", model_overrides={"drop_path_rate": 0.0},
         data="fashion-mnist", epochs=1, batch_size=128, base_lr=4e-3, warmup_epochs=0.1,
         weight_decay=0.05, label_smoothing=0.1, augment=False, clip_grad=5.0,
-        precision=default_precision(), num_workers=0, val_size=1000, train_limit=36_000,
+        precision="auto", num_workers=0, val_size=1000, train_limit=36_000,
         val_check_interval=0.25, log_every_n_steps=10,
     )
     return config.replace(epochs=1, train_limit=256, val_size=64, test_limit=256, batch_size=32,

@@ -25,6 +25,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
+from .. import precision as precisions
 from ..data import ImageDataModule, ImageError, eval_transform, load_image
 from ..data.transforms import FASHION_MEAN, FASHION_STD, IMAGENET_MEAN, IMAGENET_STD
 from ..errors import CheckpointError, CheckpointNotFoundError
@@ -100,6 +101,8 @@ def fit(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, d
     if rank_zero_only.rank == 0:  # `ddp` re-runs this script in each process
         dump_train_config(config, out / "config.yaml")
     L.seed_everything(config.seed, workers=True, verbose=False)
+    precision = precisions.resolve(config.precision, precisions.device_of(accelerator), training=True)
+    logger.info("training in %s (asked: %s)", precision, config.precision)
     mcfg = get_config(config.model, **config.model_overrides)
     dm = build_datamodule(config, mcfg.img_size, mcfg.in_chans)
     dm.prepare_data()
@@ -113,16 +116,17 @@ def fit(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, d
         warmup_start=config.warmup_start, min_lr_ratio=config.min_lr_ratio,
         label_smoothing=config.label_smoothing, mixup_alpha=config.mixup_alpha,
         cutmix_alpha=config.cutmix_alpha, ema_decay=config.ema_decay, class_names=dm.classes,
+        compile=config.compile, precision=precision,
     )
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/acc1", mode="max",
                                  save_top_k=1, save_last=True, enable_version_counter=False)
     trainer = L.Trainer(
         max_epochs=int(config.epochs), accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-        strategy=strategy, precision=config.precision, gradient_clip_val=config.clip_grad,
+        strategy=strategy, precision=precision, gradient_clip_val=config.clip_grad,
         deterministic=config.deterministic, default_root_dir=out,
         logger=[CSVLogger(out, name="", version=""), TensorBoardLogger(out, name="tb", version="")],
         callbacks=[checkpoint, LearningRateMonitor(logging_interval="step"),
-                   _Export(out / "model.safetensors", config), *(callbacks or [])],
+                   _Export(out / "model.safetensors", config, precision), *(callbacks or [])],
         plugins=[AtomicCheckpointIO()], log_every_n_steps=config.log_every_n_steps,
         val_check_interval=config.val_check_interval, num_sanity_val_steps=0,
         enable_progress_bar=config.progress_bar, enable_model_summary=not config.smoke,
@@ -132,30 +136,32 @@ def fit(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, d
     # the export ran in the rank-0 training process (with ddp_spawn this process holds no weights)
     return {"out_dir": str(out), "model": str(out / "model.safetensors"),
             "last": str(ckpt_dir / "last.ckpt"), "best": checkpoint.best_model_path or None,
-            "global_step": trainer.global_step,
+            "global_step": trainer.global_step, "precision": precision,
             "val": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}}
 
 
 class _Export(L.Callback):
     """Write ``model.safetensors`` at the end of fit, from global rank 0 (where the weights are), with
-    the class names of the data it was trained on."""
+    the class names of the data it was trained on and the precision it was trained in."""
 
-    def __init__(self, path: Path, config: TrainConfig):
-        self.path, self.config = path, config
+    def __init__(self, path: Path, config: TrainConfig, precision: str):
+        self.path, self.config, self.precision = path, config, precision
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
             # the DataModule's names (Fashion-MNIST's, the folder names, synthetic's pattern0, ...),
             # else the copy the module keeps in its hyper-parameters
             names = getattr(trainer.datamodule, "classes", None) or pl_module.hparams.class_names
-            export(pl_module.eval_model(), self.path, list(names or []), self.config)
+            export(pl_module.eval_model(), self.path, list(names or []), self.config,
+                   precision=self.precision)
             logger.info("exported %s", self.path)
 
 
 def export(model: nn.Module, path: str | os.PathLike, class_names: list[str] | None,
-           config: TrainConfig) -> Path:
+           config: TrainConfig, precision: str | None = None) -> Path:
     """Save ``model`` as a swinlab safetensors file with what ``predict`` and ``evaluate`` need in its
-    metadata: the class names (index order), the input normalization, the data and the recipe.
+    metadata: the class names (index order), the input normalization, the data, the recipe and the
+    precision it was trained in (``precision``: the resolved one; the weights are saved in their dtype).
 
     Args:
         class_names: one per output class; empty or ``None``: the class indices as names.
@@ -170,7 +176,8 @@ def export(model: nn.Module, path: str | os.PathLike, class_names: list[str] | N
     mean, std = _norm_stats(channels)
     meta = {"swinlab.class_names": json.dumps(names),
             "swinlab.normalize": json.dumps({"mean": mean, "std": std}),
-            "swinlab.data": config.data, "swinlab.recipe": json.dumps(config.to_dict(), default=str)}
+            "swinlab.data": config.data, "swinlab.recipe": json.dumps(config.to_dict(), default=str),
+            "swinlab.train_precision": precision or config.precision}
     return wio.save(model, path, metadata=meta)
 
 
@@ -205,7 +212,8 @@ def saved_class_names(meta: dict, num_classes: int) -> list[str]:
 
 def evaluate(checkpoint: str | os.PathLike, data: str | None = None, data_dir: str | None = None, *,
              model: str | None = None, batch_size: int = 256, test_limit: int | None = None,
-             accelerator: str = "auto", devices: int = 1, confusion: bool = False) -> dict:
+             accelerator: str = "auto", devices: int = 1, confusion: bool = False,
+             precision: str = "32-true") -> dict:
     """Top-1/top-5 accuracy and loss of ``checkpoint`` on the test split of ``data``.
 
     Args:
@@ -213,9 +221,11 @@ def evaluate(checkpoint: str | os.PathLike, data: str | None = None, data_dir: s
         data, data_dir: the dataset (default: the one it was trained on, from the metadata).
         model: check the checkpoint against this registered model (see :func:`load_checkpoint`).
         confusion: also return the confusion matrix (rows: true class) as nested lists.
+        precision: a :mod:`swinlab.precision` name: float32-exact by default; ``auto`` is
+            ``bf16-true`` where the device has native bf16.
 
     Returns:
-        ``{"acc1", "acc5", "loss", "images", "classes"[, "confusion"]}``.
+        ``{"acc1", "acc5", "loss", "images", "classes", "precision"[, "confusion"]}``.
     """
     net, meta = load_checkpoint(checkpoint, model)
     cfg = net.config
@@ -231,13 +241,15 @@ def evaluate(checkpoint: str | os.PathLike, data: str | None = None, data_dir: s
     if dm.num_classes != cfg.num_classes:
         raise CheckpointError(f"{checkpoint} has {cfg.num_classes} classes but {data!r} has "
                                   f"{dm.num_classes}; evaluate it on the data it was trained for")
-    module = ClassificationModule(net, num_classes=cfg.num_classes, class_names=dm.classes)
+    prec = precisions.resolve(precision, precisions.device_of(accelerator), training=False)
+    module = ClassificationModule(net, num_classes=cfg.num_classes, class_names=dm.classes, precision=prec)
     trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False, use_distributed_sampler=False)
+                        enable_model_summary=False, enable_checkpointing=False, use_distributed_sampler=False,
+                        precision=prec)
     metrics = trainer.test(module, datamodule=dm, verbose=False)[0]
     result = {"acc1": float(metrics["test/acc1"]), "acc5": float(metrics["test/acc5"]),
               "loss": float(metrics["test/loss"]), "images": len(dm.test_set),
-              "classes": saved_class_names(meta, cfg.num_classes)}
+              "classes": saved_class_names(meta, cfg.num_classes), "precision": prec}
     if confusion:
         result["confusion"] = module.confusion.compute().cpu().tolist()
     return result
@@ -245,9 +257,10 @@ def evaluate(checkpoint: str | os.PathLike, data: str | None = None, data_dir: s
 
 @torch.no_grad()
 def predict(checkpoint: str | os.PathLike, image_paths: list[str | os.PathLike], topk: int = 5,
-            batch_size: int = 64) -> list[dict]:
+            batch_size: int = 64, precision: str = "32-true") -> list[dict]:
     """Top-``topk`` classes with probabilities for each image file; an unreadable file is reported in
-    its entry and the others are still predicted.
+    its entry and the others are still predicted. ``precision``: a :mod:`swinlab.precision` name
+    (float32-exact by default; ``auto``: ``bf16-true`` on a CPU with native bf16), on the CPU.
 
     Returns:
         One entry per path, in order: ``{"path": str, "top": [{"label": str, "index": int,
@@ -258,6 +271,8 @@ def predict(checkpoint: str | os.PathLike, image_paths: list[str | os.PathLike],
         CheckpointError: for a missing or unloadable checkpoint (nothing is predicted then).
     """
     net, meta = load_checkpoint(checkpoint)
+    prec = precisions.resolve(precision, "cpu", training=False)
+    net = precisions.cast_model(net, prec)
     cfg = net.config
     names = saved_class_names(meta, cfg.num_classes)
     norm = json.loads(meta["swinlab.normalize"]) if "swinlab.normalize" in meta else None
@@ -276,7 +291,8 @@ def predict(checkpoint: str | os.PathLike, image_paths: list[str | os.PathLike],
                 logger.debug("not predicted: %s", e)
         if not images:
             continue
-        probs = net(torch.stack(images)).float().softmax(-1)  # (B, K)
+        with precisions.autocast(prec):
+            probs = net(precisions.cast_input(torch.stack(images), prec)).float().softmax(-1)  # (B, K)
         p, idx = probs.topk(k, dim=-1)  # (B, k)
         for entry, pj, ij in zip(entries, p.tolist(), idx.tolist(), strict=True):
             entry["top"] = [{"label": names[c], "index": int(c), "prob": float(q)}

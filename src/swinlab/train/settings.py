@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from .. import precision as precisions
 from ..errors import ConfigError
 from ..files import atomic_open
 from ..models.registry import config_classes, get_config
@@ -47,8 +48,8 @@ DEFAULT_RECIPE = "fashion-mnist"
 RESUMABLE_FIELDS = frozenset({"epochs", "num_workers", "data_dir", "progress_bar", "log_every_n_steps"})
 
 # the command-line flags that set a field directly (the highest precedence), by field name
-FLAG_FIELDS = ("model", "data", "data_dir", "epochs", "batch_size", "base_lr", "precision", "num_workers",
-               "seed")
+FLAG_FIELDS = ("model", "data", "data_dir", "epochs", "batch_size", "base_lr", "precision", "compile",
+               "num_workers", "seed")
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
 _TYPES: dict[str, Any] = typing.get_type_hints(TrainConfig)
@@ -389,7 +390,13 @@ def add_train_config_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--print-config", action="store_true",
                    help="print the resolved config as YAML and exit without training")
     g.add_argument("--base-lr", metavar="LR", help="lr for a total batch of 512 (scaled linearly)")
-    g.add_argument("--precision", help="Lightning precision: 32-true, bf16-mixed, 16-mixed, ...")
+    g.add_argument("--precision", choices=precisions.PRECISIONS,
+                   help="32-true, bf16-mixed (autocast), bf16-true (bf16 weights), 16-mixed (CUDA), or "
+                        "auto (the recipes' default: bf16-mixed where the GPU or CPU has native bf16, "
+                        "else 32-true)")
+    g.add_argument("--compile", nargs="?", const="true", metavar="MODE",
+                   help="torch.compile the model for training (optionally a torch.compile mode); off by "
+                        "default (measured: ×1.02-1.08 on a 2-core CPU after about a minute of compiling)")
     g.add_argument("--num-workers", metavar="N", help="data loader worker processes")
     g.add_argument("--seed", metavar="N")
     parser.epilog = fields_help()

@@ -186,7 +186,7 @@ def run_one(variant: Variant, config: TrainConfig, work_dir: Path, throughput: T
     return {
         "variant": variant.name, "model": variant.model, "overrides": variant.overrides, "seed": config.seed,
         "test": {k: test[k] for k in ("acc1", "acc5", "loss", "images")},
-        "val": fitted["val"], "steps": fitted["global_step"],
+        "val": fitted["val"], "steps": fitted["global_step"], "precision": fitted["precision"],
         "params": prof["params"], "macs": prof["macs"], "throughput": speed,
         "train_s": round(train_s, 1), "eval_s": round(eval_s, 1),
         "wall_s": round(time.perf_counter() - t0, 1),
