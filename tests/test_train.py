@@ -218,6 +218,30 @@ def test_recipes():
         get_recipe("nope")
 
 
+def test_compile_runs_the_training_forward_compiled_and_keeps_the_plain_keys(tmp_path, monkeypatch):
+    calls = []
+
+    class Compiled(torch.nn.Module):  # stands in for torch.compile's OptimizedModule (which takes ~1 min)
+        def __init__(self, model, mode):
+            super().__init__()
+            self.model, self.mode = model, mode
+
+        def forward(self, x):
+            calls.append(self.mode)
+            return self.model(x)
+
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: Compiled(model, mode))
+    result = fit(_tiny(compile="max-autotune"), tmp_path, accelerator="cpu")
+    assert calls and set(calls) == {"max-autotune"} and len(calls) == result["global_step"]  # training only
+    keys, plain = set(_weights(result["model"])), set(create_model("swin_pico").state_dict())
+    assert keys == plain, keys ^ plain
+    ckpt = torch.load(result["last"], weights_only=True)
+    assert not [k for k in ckpt["state_dict"] if "_compiled" in k or "_orig_mod" in k]
+    calls.clear()
+    fit(_tiny(), tmp_path / "eager", accelerator="cpu")
+    assert not calls  # off by default
+
+
 # --- eval, predict and the CLI --------------------------------------------------------------------
 
 
