@@ -193,6 +193,7 @@ def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int
         raise ConfigError("compile mode 'freeze' folds the weights into constants: inference only")
     net = model
     if compile:
+        _allow_recompiles()
         net = torch.compile(model, mode=None if compile in (True, "default", "freeze") else compile)
     freeze = compile == "freeze"
     state = [_tensor_bytes(model.parameters()) + _tensor_bytes(model.buffers())]
@@ -259,6 +260,17 @@ def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int
     return Step(name=name or type(model).__name__, fn=fn, batch_size=batch_size, img_size=size,
                 dtype=str(compute).removeprefix("torch."), mode=mode, device=dev, compile=compile,
                 state_bytes=state[0], state_fn=state_fn, precision=prec)
+
+
+def _allow_recompiles(limit: int = 64) -> None:
+    """Let dynamo compile the same ``forward`` for many models: it guards on each instance, and past its
+    default limit of 8 compiled variants of one code object it silently runs the rest eagerly, which
+    would time an eager model under a compiled label in a run of many configurations."""
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                 "accumulated_cache_size_limit"):
+        if hasattr(config, name) and getattr(config, name) < limit * (8 if "accumulated" in name else 1):
+            setattr(config, name, limit * (8 if "accumulated" in name else 1))
 
 
 def _fused_adamw(device: torch.device, model: nn.Module) -> dict:
