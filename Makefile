@@ -41,7 +41,7 @@ lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 
 bench: setup
-	$(PY) benchmarks/bench.py --batch-size 8 --img-size 224 --dtype float32 --mode infer train --backends auto reference --linear-backends auto torch --warmup 2 --repeats 5 --out runs/bench
+	$(PY) benchmarks/bench.py --batch-size 8 --img-size 224 --precision 32-true bf16-mixed bf16-true --mode infer train --warmup 2 --repeats 5 --out runs/bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -151,7 +151,9 @@ def plot(report: dict, path: Path) -> None:
         ax.legend(fontsize=8)
     else:
         modes = list(report["results"])
-        fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4), squeeze=False)
+        rows = max(len(report["results"][m]) for m in modes)
+        fig, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), max(4.0, 0.3 * rows + 1.5)),
+                                 squeeze=False)
         for ax, mode in zip(axes[0], modes, strict=True):
             res = report["results"][mode]
             names = list(res)

@@ -171,9 +171,22 @@ def test_auto_takes_onednn_only_where_it_was_measured_faster(monkeypatch):
     x = torch.randn(4, 8)
     monkeypatch.setattr(lin, "_AUTO_ONEDNN", True)  # an AVX-512 CPU
     assert lin.select_backend("auto", x) == "onednn"
+    monkeypatch.setattr(lin, "_AUTO_ONEDNN_TRAIN", False)  # an Intel one: MKL's AVX-512 trains faster
+    assert lin.select_backend("auto", x, grad=True) == "torch"
+    assert lin.select_backend("auto", x) == "onednn"
+    monkeypatch.setattr(lin, "_AUTO_ONEDNN_TRAIN", True)  # an AMD one: MKL runs AVX2 there
+    assert lin.select_backend("auto", x, grad=True) == "onednn"
     monkeypatch.setattr(lin, "_AUTO_ONEDNN", False)  # AVX2 only
     assert lin.select_backend("auto", x) == "torch"
     assert lin.select_backend("onednn", x) == "onednn"  # still there when named
+
+
+def test_training_rule_follows_the_cpu_vendor():
+    vendor = lin._cpu_vendor()
+    if vendor:
+        with open("/proc/cpuinfo") as f:
+            assert f"vendor_id\t: {vendor}" in f.read()
+    assert (lin._AUTO_ONEDNN and vendor != "GenuineIntel") == lin._AUTO_ONEDNN_TRAIN
 
 
 def test_auto_runs_standard_ops_while_exporting(monkeypatch):
@@ -221,6 +234,7 @@ def test_a_failed_self_check_warns_once_and_auto_falls_back(monkeypatch):
     assert ok is False
     monkeypatch.setattr(lin, "_ONEDNN", ok)
     monkeypatch.setattr(lin, "_AUTO_ONEDNN", ok)
+    monkeypatch.setattr(lin, "_AUTO_ONEDNN_TRAIN", ok)
     monkeypatch.setattr(lin, "_ONEDNN_BF16", ok)
     monkeypatch.setattr(lin, "_AUTO_ONEDNN_BF16", ok)
     x = torch.randn(4, 8)

@@ -23,8 +23,10 @@ no process-wide switch):
 * ``"auto"``:
 
   - float32 (outside autocast): ``"onednn"`` on CPUs that torch runs at AVX-512
-    (``torch.backends.cpu.get_cpu_capability()``); ``"torch"`` on AVX2-only CPUs (both libraries run
-    AVX2 there, and oneDNN measured slower: ×0.97 in inference, ×0.90 in training on a Zen 3 EPYC);
+    (``torch.backends.cpu.get_cpu_capability()``), except where a gradient is taken on an Intel CPU
+    (MKL runs AVX-512 there, and F.linear measured faster in a training step); ``"torch"`` on AVX2-only
+    CPUs (both libraries run AVX2 there, and oneDNN measured slower: ×0.97 in inference, ×0.90 in
+    training on a Zen 3 EPYC);
   - bfloat16 (bf16-true weights, or float32 under bf16 autocast): ``"onednn"`` in inference on CPUs
     that multiply bf16 natively (AVX-512 BF16 / AMX): torch's bf16 ``addmm`` calls oneDNN too but writes
     through a temporary it then copies, and the MLP's GELU becomes a post-op; ``"torch"`` where a
@@ -166,6 +168,25 @@ _AUTO_ONEDNN = _ONEDNN and torch.backends.cpu.get_cpu_capability() == "AVX512"
 _AUTO_ONEDNN_BF16 = _ONEDNN_BF16
 
 
+def _cpu_vendor() -> str:
+    """``/proc/cpuinfo``'s ``vendor_id`` (``GenuineIntel``, ``AuthenticAMD``), or ``""``."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+# float32 training: MKL runs its AVX-512 code on Intel processors, and there torch's own F.linear (MKL's
+# sgemm, and its backward) measured faster in a training step than oneDNN's (Swin-T, batch 8, 2-core Xeon
+# with AMX: 1296 against 1552 ms), equal in inference (338 against 330 ms, where the GELU post-op still
+# saves a pass). On AMD (Zen 5) MKL runs AVX2 and oneDNN won both (×1.75 in training).
+_AUTO_ONEDNN_TRAIN = _AUTO_ONEDNN and _cpu_vendor() != "GenuineIntel"
+
+
 def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
     """Whether the ``"onednn"`` backend can run here in ``dtype`` (float32 or bfloat16): an x86-64
     torch built with oneDNN whose operator passed :func:`self_check` at import (bfloat16: on CPUs
@@ -221,7 +242,7 @@ def select_backend(backend: str, x: torch.Tensor, grad: bool = False) -> str:
         return "torch"
     if dtype == torch.bfloat16:  # inference only: in a bf16 training step F.linear measured faster
         return "onednn" if _AUTO_ONEDNN_BF16 and not grad else "torch"
-    return "onednn" if _AUTO_ONEDNN else "torch"
+    return "onednn" if (_AUTO_ONEDNN_TRAIN if grad else _AUTO_ONEDNN) else "torch"
 
 
 def _needs_grad(*tensors: torch.Tensor | None) -> bool:
