@@ -136,8 +136,9 @@ def fmnist_runs(tmp_path_factory):
     """swin_micro_28 trained on 6,000 Fashion-MNIST images for one epoch, once in float32 and once in
     bf16-mixed, from the same seed, data and order (about 40 s on 2 cores with native bf16)."""
     out = tmp_path_factory.mktemp("precision")
-    base = get_recipe("demo").replace(train_limit=8000, batch_size=64, val_size=500, val_check_interval=1.0,
-                                      progress_bar=False, log_every_n_steps=50)
+    base = get_recipe("demo").replace(model="swin_micro_28", epochs=1, train_limit=8000, batch_size=64,
+                                      val_size=500, val_check_interval=1.0, progress_bar=False,
+                                      log_every_n_steps=50)
     runs = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

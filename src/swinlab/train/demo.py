@@ -40,7 +40,8 @@ def run_demo(out_dir: str = "runs/demo", quick: bool = False, data_dir: str | No
 
     metrics = {
         "recipe": config.name, "model": config.model, "quick": quick,
-        "train_images": config.train_limit, "epochs": config.epochs, "steps": result["global_step"],
+        "train_images": result["train_images"], "epochs": config.epochs, "steps": result["global_step"],
+        "precision": result["precision"],
         "test_images": test["images"], "test_acc1": test["acc1"], "test_acc5": test["acc5"],
         "test_loss": test["loss"], "val": result["val"], "train_seconds": round(train_s, 1),
         "eval_seconds": round(eval_s, 1), "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -57,9 +58,9 @@ def _report(m: dict, test: dict, attention_png: Path) -> str:
     rows = "\n".join(f"| {name} | {acc:.1%} |" for name, acc in per_class)
     return f"""# swinlab demo: {m['model']} on Fashion-MNIST
 
-Recipe `{m['recipe']}`{' (quick)' if m['quick'] else ''}: {m['epochs']} epoch(s) on {m['train_images']}
-training images, {m['steps']} optimizer steps, in {m['train_seconds']:.0f} s on {m['threads']} CPU thread(s)
-(torch {m['torch']}).
+Recipe `{m['recipe']}`{' (quick)' if m['quick'] else ''}: {m['epochs']} epoch(s) on {m['train_images']:,}
+training images, {m['steps']} optimizer steps in {m['precision']}, in {m['train_seconds']:.0f} s on
+{m['threads']} CPU thread(s) (torch {m['torch']}).
 
 **Test accuracy: {m['test_acc1']:.2%} top-1, {m['test_acc5']:.2%} top-5** on {m['test_images']} test images
 (loss {m['test_loss']:.3f}; evaluation took {m['eval_seconds']:.0f} s).

@@ -173,17 +173,19 @@ def fashion_mnist(smoke: bool = False) -> TrainConfig:
 
 
 def demo(smoke: bool = False) -> TrainConfig:
-    """The `swinlab demo` run: swin_micro_28 on 36k Fashion-MNIST images for one epoch, a few
-    minutes on 2 CPU cores (about 140 images/s), no augmentation and no stochastic depth (one
-    epoch underfits; regularization only slows it). Peak lr 1e-3 with a 10% warmup. Expected:
-    about 82–85% top-1 on the 10k test images.
+    """The `swinlab demo` run: swin_nano_28 on all 59,000 Fashion-MNIST training images (1,000 held out)
+    for two epochs, in bf16-mixed where the CPU has native bf16, no augmentation and no stochastic depth
+    (two epochs underfit; regularization only slows them). Batch 128, peak lr 2e-3 (base 8e-3 × 128/512)
+    after a 0.1-epoch warm-up, cosine to 1%. Measured on a 2-core Xeon (AMX): 85.7% top-1 on the 10,000
+    test images after ≈ 145 s of training (the smaller batch of 128 beat 256 at the same epochs: 85.7 against
+    85.1%, and the wider swin_micro_28 for one epoch in the same time reached 83.4%).
     """
     config = TrainConfig(
-        name="demo", model="swin_micro_28", model_overrides={"drop_path_rate": 0.0},
-        data="fashion-mnist", epochs=1, batch_size=128, base_lr=4e-3, warmup_epochs=0.1,
+        name="demo", model="swin_nano_28", model_overrides={"drop_path_rate": 0.0},
+        data="fashion-mnist", epochs=2, batch_size=128, base_lr=8e-3, warmup_epochs=0.1,
         weight_decay=0.05, label_smoothing=0.1, augment=False, clip_grad=5.0,
-        precision="auto", num_workers=0, val_size=1000, train_limit=36_000,
-        val_check_interval=0.25, log_every_n_steps=10,
+        precision="auto", num_workers=0, val_size=1000, train_limit=None,
+        val_check_interval=0.5, log_every_n_steps=10,
     )
     return config.replace(epochs=1, train_limit=256, val_size=64, test_limit=256, batch_size=32,
                           val_check_interval=1.0, progress_bar=False, log_every_n_steps=1,
@@ -202,7 +204,8 @@ def ablations(smoke: bool = False) -> TrainConfig:
     switches only coarsely, under this budget.
     ``smoke``: 64 synthetic images, seconds.
     """
-    config = demo().replace(name="ablations", epochs=1, batch_size=32, base_lr=1.6e-2, warmup_epochs=0.1,
+    config = demo().replace(name="ablations", model="swin_micro_28", epochs=1, batch_size=32, base_lr=1.6e-2,
+                            warmup_epochs=0.1,
                             train_limit=4000, val_size=250, test_limit=1000, val_check_interval=1.0,
                             progress_bar=False, log_every_n_steps=10)
     return config.replace(data="synthetic", synthetic_size=64, train_limit=None, test_limit=None, val_size=16,

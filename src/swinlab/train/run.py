@@ -89,7 +89,8 @@ def fit(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, d
         callbacks: extra Lightning callbacks.
 
     Returns:
-        ``{"out_dir", "model", "last", "best", "val": {metric: value}, "global_step"}``.
+        ``{"out_dir", "model", "last", "best", "val": {metric: value}, "global_step", "precision"
+        (resolved), "train_images"}``.
     """
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"
@@ -137,6 +138,7 @@ def fit(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, d
     return {"out_dir": str(out), "model": str(out / "model.safetensors"),
             "last": str(ckpt_dir / "last.ckpt"), "best": checkpoint.best_model_path or None,
             "global_step": trainer.global_step, "precision": precision,
+            "train_images": len(dm.train_set) if dm.train_set is not None else None,  # None: ddp_spawn
             "val": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}}
 
 
