@@ -253,10 +253,10 @@ def test_cli_times_every_precision_and_names_the_fastest(tmp_path, capsys):
     assert set(report["fastest"]["infer"]) == {"swin_pico", "vit_pico"}
 
 
-def test_compiled_steps_raise_dynamo_recompile_limit(monkeypatch):
+def test_compiled_steps_raise_dynamo_recompile_limit():
     """Dynamo guards on each model instance and past 8 compiled variants of one forward silently runs
     eager: a run of many compiled configurations must lift the limit before compiling."""
     config = torch._dynamo.config
-    monkeypatch.setattr(config, "recompile_limit", 8)
-    bm.prepare(swinlab.create_model("swin_pico"), batch_size=1, img_size=32, device="cpu", compile=True)
-    assert config.recompile_limit >= 64
+    with config.patch(recompile_limit=8):  # restored on exit (a monkeypatch of this module deletes it)
+        bm.prepare(swinlab.create_model("swin_pico"), batch_size=1, img_size=32, device="cpu", compile=True)
+        assert config.recompile_limit >= 64
