@@ -321,3 +321,23 @@ def test_norm_stats_match_the_transforms(channels, mean, std):
     out = dm.val_set.transform(grey)
     expected = (200 / 255 - torch.tensor(mean)) / torch.tensor(std)
     torch.testing.assert_close(out.mean((1, 2)), expected)
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_fused_adamw_with_gradient_clipping_in_every_cpu_precision(tmp_path, precision):
+    """AdamW runs fused (one kernel per step), and gradients are still clipped under bf16-mixed, where
+    Lightning's mixed-precision plugin refuses to clip for a fused optimizer (it has no scaler to unscale)."""
+    seen = {}
+
+    class Spy(L.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            seen["fused"] = optimizer.defaults["fused"]
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            norms = [p.grad.norm() for p in pl_module.model.parameters() if p.grad is not None]
+            seen.setdefault("norms", []).append(torch.linalg.vector_norm(torch.stack(norms)).item())
+
+    config = _tiny(precision=precision, clip_grad=1e-3, base_lr=1e-3)
+    result = fit(config, tmp_path, accelerator="cpu", callbacks=[Spy()])
+    assert result["precision"] == precision and seen["fused"] is True
+    assert seen["norms"] and max(seen["norms"]) <= 1e-3 * 1.01  # clipped to clip_grad

@@ -9,6 +9,8 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MetricCollection
@@ -145,12 +147,25 @@ class ClassificationModule(L.LightningModule):
     # --- optimizer and schedule -------------------------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
-        opt = build_optimizer(self.model, hp.lr, hp.weight_decay)
+        # fused AdamW except with a loss scaler (16-mixed), whose unscale-then-clip Lightning cannot do for it
+        fused = None if hp.precision != "16-mixed" else False
+        opt = build_optimizer(self.model, hp.lr, hp.weight_decay, fused=fused)
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = total / max(self.trainer.max_epochs or 1, 1)
         sched = warmup_cosine(opt, round(hp.warmup_epochs * per_epoch), total, hp.warmup_start,
                               hp.min_lr_ratio)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Clip as Lightning does, except under bf16-mixed: there Lightning's mixed-precision plugin refuses
+        to clip for a fused optimizer because one with a loss scaler unscales inside its step; bf16 has no
+        scaler, so there is nothing to unscale and the plain clip (as in 32-bit training) is exact."""
+        plugin = self.trainer.precision_plugin
+        if gradient_clip_val and isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+            Precision.clip_gradients(plugin, optimizer, gradient_clip_val,
+                                     GradClipAlgorithmType(gradient_clip_algorithm or "norm"))
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # --- exact resume: the global RNG streams (augmentation, MixUp, drop path) -----------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

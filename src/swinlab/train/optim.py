@@ -32,10 +32,25 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
 
 
+_FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.05,
-                    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups`."""
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps)
+                    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                    fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`.
+
+    ``fused`` (default: wherever torch has it, i.e. every parameter a float on the CPU or CUDA): one
+    kernel for the whole update instead of one per parameter and operation, the same arithmetic. On a
+    2-core Xeon a Swin-T step of AdamW took 18 ms fused against 75 ms in torch's CPU default (the
+    per-parameter loop), 10% of a bf16 training step; ``swin_micro_28``: 1.4 against 5.9 ms.
+    """
+    groups = param_groups(model, weight_decay)
+    if fused is None:
+        params = [p for g in groups for p in g["params"]]
+        fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype in _FUSED_DTYPES
+                                     for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)
 
 
 def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, warmup_start: float = 1e-3,
