@@ -272,16 +272,23 @@ softmax_block(float *s, int lds, const float *b, int64_t ldb, int rows, int nv, 
         }
         float *sr = s + r * lds;
         const v16 top = vsplat(mxs[r]);
-        v16 sum = (v16){0};
+        v16 sum = (v16){0}, e[16];
         for (int v = 0; v < nv; v++) {
-            const v16 e = vexp2(*(const v16 *)(sr + 16 * v) - top, DEG);
-            sum += e;
-            if (pb)
-                *(v16h *)(pb + r * ldp + 16 * v) = f32_to_bf16x16(e);
-            else
-                *(v16 *)(sr + 16 * v) = e;
+            e[v] = vexp2(*(const v16 *)(sr + 16 * v) - top, DEG);
+            sum += e[v];
         }
         m[r] = sum;
+        if (!pb) {
+            for (int v = 0; v < nv; v++) *(v16 *)(sr + 16 * v) = e[v];
+            continue;
+        }
+        uint16_t *pr = pb + r * ldp;
+        int v = 0;
+#if defined(__AVX512BF16__)
+        for (; v + 2 <= nv; v += 2) /* two vectors rounded by one instruction */
+            _mm512_store_si512(pr + 16 * v, (__m512i)_mm512_cvtne2ps_pbh((__m512)e[v + 1], (__m512)e[v]));
+#endif
+        for (; v < nv; v++) *(v16h *)(pr + 16 * v) = f32_to_bf16x16(e[v]);
     }
     v16 total = tree_sum(m);
 #if TAIL_MAX
@@ -477,12 +484,15 @@ static int amx_request(void) {
     return amx_permitted;
 }
 
-/* Tiles: 0-3 accumulators (16 x 16 float32), 4 the A operand, 5-7 B operands; all 16 rows x 64 bytes.
- * A constant in memory: gcc 12 does not know that ldtilecfg reads its operand and drops the stores that
+/* Tiles: 0-3 accumulators (16 x 16 float32), 4 the A operand, 5-7 B operands; all 16 rows x 64 bytes,
+ * except, where the keys end in a block of one (49 = 3 x 16 + 1) and Q, K are read in place, tile 7:
+ * that key's row as a one-column B operand (16 channel pairs x 4 bytes) and tile 3: its logits (16 x 1).
+ * Constants in memory: gcc 12 does not know that ldtilecfg reads its operand and drops the stores that
  * fill a configuration on the stack. */
 static const tilecfg amx_cfg = {1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
+static const tilecfg amx_cfg_tail = {1, 0, {0}, {64, 64, 64, 4, 64, 64, 64, 4}, {16, 16, 16, 16, 16, 16, 16, 16}};
 
-static void amx_config(void) { _tile_loadconfig(&amx_cfg); }
+static void amx_config(int ktail) { _tile_loadconfig(ktail ? &amx_cfg_tail : &amx_cfg); }
 
 /* Per-thread buffers, several of each where the software pipeline (amx_run) keeps several problems
  * in flight. Sizes: nq = n rounded up to 16 (query rows), nk = n rounded up to 32 (keys), dp = d rounded
@@ -496,6 +506,8 @@ typedef struct {
     float *o[2];     /* P V: nq rows x dp */
     float *inv[3];   /* 1 / row sums */
     int nq, nk, dp;
+    int direct;      /* d a multiple of 32: whole blocks of 16 query rows tile-loaded from qkv in place */
+    int ktail;       /* direct, and one key past the last whole block of 16: its row is a B tile itself */
 } amx_scratch;
 
 static int amx_alloc(amx_scratch *sc, const geom *g) {
@@ -503,6 +515,8 @@ static int amx_alloc(amx_scratch *sc, const geom *g) {
     sc->nq = 16 * ((g->n + 15) / 16);
     sc->nk = 32 * ((g->n + 31) / 32);
     sc->dp = 32 * ((g->d + 31) / 32);
+    sc->direct = g->d % 32 == 0;
+    sc->ktail = sc->direct && g->n % 16 == 1;
     int ok = (sc->s = scratch((size_t)sc->nq * sc->nk * 4)) != NULL;
     for (int i = 0; i < 2; i++) {
         ok &= (sc->qb[i] = scratch((size_t)sc->nq * sc->dp * 2)) != NULL;
@@ -528,18 +542,19 @@ static inline __m512i load_bf16_row(const uint16_t *src, int cnt) { /* up to 32 
     return _mm512_maskz_loadu_epi16(cnt <= 0 ? 0 : (__mmask32)((1ull << cnt) - 1), src);
 }
 
-/* Q copied (zero padded), K transposed into the tiles' pair layout (tile (kb, ks) row r: channels 2r,
- * 2r+1 of step ks of keys 16 kb..), V interleaved into it (tile (key step, channel block) row r: keys
- * 2r, 2r+1 interleaved, channel by channel). */
+/* Q copied (zero padded; in direct mode only the rows past the last whole block of 16), K transposed into
+ * the tiles' pair layout (tile (kb, ks) row r: channels 2r, 2r+1 of step ks of keys 16 kb..; the tail key
+ * is left to amx_qk), V interleaved into it (tile (key step, channel block) row r: keys 2r, 2r+1
+ * interleaved, channel by channel). */
 static void amx_prep(const geom *g, const amx_scratch *sc, const uint16_t *q, uint16_t *qb, uint32_t *kt,
                      uint16_t *vb) {
     const int n = g->n, d = g->d, nv = g->nv, dp = sc->dp, ksteps = dp / 32, ncb = dp / 16;
     const int64_t ld = g->ld;
     const uint16_t *k = q + (int64_t)g->heads * d, *v = k + (int64_t)g->heads * d;
-    for (int i = 0; i < n; i++)
+    for (int i = sc->direct ? n - n % 16 : 0, r = 0; i < n; i++, r++)
         for (int ks = 0; ks < ksteps; ks++)
-            _mm512_store_si512(qb + i * dp + 32 * ks, load_bf16_row(q + i * ld + 32 * ks, d - 32 * ks));
-    for (int kb = 0; kb < nv; kb++)
+            _mm512_store_si512(qb + r * dp + 32 * ks, load_bf16_row(q + i * ld + 32 * ks, d - 32 * ks));
+    for (int kb = 0; kb < nv - sc->ktail; kb++)
         for (int ks = 0; ks < ksteps; ks++) {
             v16 r[16];
             for (int i = 0; i < 16; i++) {
@@ -566,42 +581,79 @@ static void amx_prep(const geom *g, const amx_scratch *sc, const uint16_t *q, ui
     }
 }
 
-/* S = Q K^T (tiles 0-3 accumulate four key blocks at a time). */
-static void amx_qk(const geom *g, const amx_scratch *sc, const uint16_t *qb, const uint32_t *kt) {
-    const int nkb = g->nv, dp = sc->dp, nk = sc->nk, ksteps = dp / 32;
+/* S = Q K^T: tiles 0-3 accumulate four key blocks at a time (three, and the tail key in tile 3, where
+ * there is one); A is a block of 16 query rows, in place in qkv in direct mode. */
+static void amx_qk(const geom *g, const amx_scratch *sc, const uint16_t *q, const uint16_t *qb,
+                   const uint32_t *kt) {
+    const int n = g->n, dp = sc->dp, nk = sc->nk, ksteps = dp / 32, nfull = g->nv - sc->ktail;
+    const int64_t ld = g->ld;
+    const uint16_t *ktail = q + (int64_t)g->heads * g->d + 16 * nfull * ld; /* the tail key's row */
     for (int qb0 = 0; qb0 < sc->nq; qb0 += 16) {
         const uint16_t *a = qb + qb0 * dp;
+        int64_t lda = dp * 2;
+        if (sc->direct) {
+            a = qb0 + 16 <= n ? q + qb0 * ld : qb;
+            lda = qb0 + 16 <= n ? ld * 2 : dp * 2;
+        }
         float *srow = sc->s + qb0 * nk;
         int kb = 0;
-        for (; kb + 4 <= nkb; kb += 4) {
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            for (int ks = 0; ks < ksteps; ks++) {
-                _tile_loadd(4, a + 32 * ks, dp * 2);
-                _tile_loadd(5, kt + ((kb + 0) * ksteps + ks) * 256, 64);
-                _tile_dpbf16ps(0, 4, 5);
-                _tile_loadd(6, kt + ((kb + 1) * ksteps + ks) * 256, 64);
-                _tile_dpbf16ps(1, 4, 6);
-                _tile_loadd(7, kt + ((kb + 2) * ksteps + ks) * 256, 64);
-                _tile_dpbf16ps(2, 4, 7);
-                _tile_loadd(5, kt + ((kb + 3) * ksteps + ks) * 256, 64);
-                _tile_dpbf16ps(3, 4, 5);
+        if (!sc->ktail)
+            for (; kb + 4 <= nfull; kb += 4) {
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+                for (int ks = 0; ks < ksteps; ks++) {
+                    _tile_loadd(4, a + 32 * ks, lda);
+                    _tile_loadd(5, kt + ((kb + 0) * ksteps + ks) * 256, 64);
+                    _tile_dpbf16ps(0, 4, 5);
+                    _tile_loadd(6, kt + ((kb + 1) * ksteps + ks) * 256, 64);
+                    _tile_dpbf16ps(1, 4, 6);
+                    _tile_loadd(7, kt + ((kb + 2) * ksteps + ks) * 256, 64);
+                    _tile_dpbf16ps(2, 4, 7);
+                    _tile_loadd(5, kt + ((kb + 3) * ksteps + ks) * 256, 64);
+                    _tile_dpbf16ps(3, 4, 5);
+                }
+                _tile_stored(0, srow + 16 * (kb + 0), nk * 4);
+                _tile_stored(1, srow + 16 * (kb + 1), nk * 4);
+                _tile_stored(2, srow + 16 * (kb + 2), nk * 4);
+                _tile_stored(3, srow + 16 * (kb + 3), nk * 4);
             }
-            _tile_stored(0, srow + 16 * (kb + 0), nk * 4);
-            _tile_stored(1, srow + 16 * (kb + 1), nk * 4);
-            _tile_stored(2, srow + 16 * (kb + 2), nk * 4);
-            _tile_stored(3, srow + 16 * (kb + 3), nk * 4);
-        }
-        for (; kb < nkb; kb++) {
+        else
+            for (; kb + 3 <= nfull; kb += 3) {
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                for (int ks = 0; ks < ksteps; ks++) {
+                    _tile_loadd(4, a + 32 * ks, lda);
+                    _tile_loadd(5, kt + ((kb + 0) * ksteps + ks) * 256, 64);
+                    _tile_dpbf16ps(0, 4, 5);
+                    _tile_loadd(6, kt + ((kb + 1) * ksteps + ks) * 256, 64);
+                    _tile_dpbf16ps(1, 4, 6);
+                    _tile_loadd(5, kt + ((kb + 2) * ksteps + ks) * 256, 64);
+                    _tile_dpbf16ps(2, 4, 5);
+                }
+                _tile_stored(0, srow + 16 * (kb + 0), nk * 4);
+                _tile_stored(1, srow + 16 * (kb + 1), nk * 4);
+                _tile_stored(2, srow + 16 * (kb + 2), nk * 4);
+            }
+        for (; kb < nfull; kb++) {
             _tile_zero(0);
             for (int ks = 0; ks < ksteps; ks++) {
-                _tile_loadd(4, a + 32 * ks, dp * 2);
+                _tile_loadd(4, a + 32 * ks, lda);
                 _tile_loadd(5, kt + (kb * ksteps + ks) * 256, 64);
                 _tile_dpbf16ps(0, 4, 5);
             }
             _tile_stored(0, srow + 16 * kb, nk * 4);
+        }
+        if (sc->ktail) {
+            _tile_zero(3);
+            for (int ks = 0; ks < ksteps; ks++) {
+                _tile_loadd(4, a + 32 * ks, lda);
+                _tile_loadd(7, ktail + 32 * ks, 4); /* row r: dword r of the key = channels 2r, 2r+1 */
+                _tile_dpbf16ps(3, 4, 7);
+            }
+            _tile_stored(3, srow + 16 * nfull, nk * 4);
         }
     }
 }
@@ -640,11 +692,15 @@ static void amx_pv(const amx_scratch *sc, const uint16_t *p, const uint16_t *vb,
 static void amx_out(const geom *g, const amx_scratch *sc, const float *o, const float *inv, uint16_t *out) {
     const int n = g->n, d = g->d, dp = sc->dp;
     for (int i = 0; i < n; i++) {
-        const v16 scale = vsplat(inv[i]);
+        const __m512 scale = _mm512_set1_ps(inv[i]);
         const float *orow = o + i * dp;
         uint16_t *dst = out + i * g->ldo;
-        for (int c = 0; c < d; c += 16) {
-            const v16h h = f32_to_bf16x16(*(const v16 *)(orow + c) * scale);
+        int c = 0;
+        for (; c + 32 <= d; c += 32) /* two vectors rounded by one instruction */
+            _mm512_storeu_si512(dst + c, (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(_mm512_load_ps(orow + c + 16), scale),
+                                                                      _mm512_mul_ps(_mm512_load_ps(orow + c), scale)));
+        for (; c < d; c += 16) {
+            const v16h h = f32_to_bf16x16((v16)_mm512_mul_ps(_mm512_load_ps(orow + c), scale));
             if (d - c >= 16)
                 *(v16hu *)(dst + c) = h;
             else
@@ -670,7 +726,10 @@ static void amx_run(const geom *g, const amx_scratch *sc, const uint16_t *qkv, u
             amx_prep(g, sc, qkv + base, sc->qb[t % 2], sc->kt[t % 2], sc->vb[t % 3]);
         }
         PROF(1);
-        if (k + 1 >= 0 && k + 1 < cnt) amx_qk(g, sc, sc->qb[(k + 1) % 2], sc->kt[(k + 1) % 2]);
+        if (k + 1 >= 0 && k + 1 < cnt) {
+            locate(g, lo + k + 1, &base, &obase, &bias);
+            amx_qk(g, sc, qkv + base, sc->qb[(k + 1) % 2], sc->kt[(k + 1) % 2]);
+        }
         PROF(2);
         if (k - 1 >= 0) {
             locate(g, lo + k - 1, &base, &obase, &bias);
@@ -800,7 +859,7 @@ int swinlab_window_attention(int dtype, const void *qkv, const float *bias, void
 #if SWL_AMX
             amx_scratch as;
             if (amx_alloc(&as, &g)) {
-                amx_config();
+                amx_config(as.ktail);
                 amx_run(&g, &as, (const uint16_t *)qkv, (uint16_t *)out, lo, hi);
                 _tile_release();
             } else {
