@@ -12,15 +12,19 @@
  *   the tile state): Q K^T and P V are tile products (tdpbf16ps, float32 accumulation); K is
  *   transposed into the tiles' pair layout with 16 x 16 dword transposes, V interleaved into it; the
  *   softmax runs on 16-float vectors. P is rounded to bfloat16 for the second product, as PyTorch's
- *   own bf16 CPU attention rounds it.
+ *   own bf16 CPU attention rounds it. The problems of a thread run as a software pipeline (amx_run),
+ *   so that no tile load reads memory just written. With 32 channels per head, Q is tile-loaded in
+ *   place, and a 49th key (7 x 7 windows: 3 blocks of 16 and one) is a one-column tile of its own.
  * - portable (float32, and bfloat16 where AMX is absent): GCC vector extensions of 16 floats, which
  *   the compiler maps to what the host has (-march=native: one AVX-512 register, two AVX2 ones, ...);
  *   every product in float32 (bf16 inputs widened exactly), register blocks of query rows.
  *
- * Both use their own exp (Cody-Waite reduction, degree-6 polynomial: < 2 ulp on the softmax's range),
- * not libm's, so no -ffast-math is needed (and none is used: linked with -ffast-math, gcc adds
- * crtfastmath.o, which would switch the whole process to flush-to-zero when the library loads).
- * The softmax normalizes after the product: O = (exp(S - max) V) / sum.
+ * Both use their own exp, in base 2 (2^n by scalef or the exponent bits, 2^f on [-1/2, 1/2] by a
+ * polynomial: 2.3e-7 relative for float32, 2.7e-6 where the result is rounded to bfloat16), not libm's,
+ * so no -ffast-math is needed (and none is used: linked with -ffast-math, gcc adds crtfastmath.o, which
+ * would switch the whole process to flush-to-zero when the library loads). The softmax takes 16 rows at
+ * a time (maxima and sums reduced together), a row's last key(s) past its whole vectors as a column
+ * across the rows (TAIL_MAX), and normalizes after the product: O = (2^(T - max) V) / sum.
  *
  * Layouts (all contiguous):
  *   qkv  (BW, N, 3, H, D)  BW = batch * windows, [q | k | v] of each token, float32 or bfloat16
@@ -333,27 +337,6 @@ static inline void locate(const geom *g, int64_t t, int64_t *base, int64_t *obas
     *bias = g->bias + (wb * g->heads + h) * g->bias_problem;
 }
 
-/* Ask the caches for problem t's q, k and v rows (elem bytes each) and, if asked, its bias. Inlined: gcc
- * finds a function of prefetches alone free of side effects and drops the calls to it. */
-static inline __attribute__((always_inline)) void prefetch_problem(const geom *g, const char *qkv, int elem, int64_t t, int64_t total,
-                                    int with_bias) {
-    if (t < 0 || t >= total) return;
-    int64_t base, obase;
-    const float *bias;
-    locate(g, t, &base, &obase, &bias);
-    const char *row = qkv + base * elem;
-    const int64_t ld = g->ld * elem, hd = (int64_t)g->heads * g->d * elem;
-    const int bytes = g->d * elem;
-    for (int j = 0; j < g->n; j++, row += ld)
-        for (int off = 0; off < bytes; off += 64) {
-            __builtin_prefetch(row + off);
-            __builtin_prefetch(row + hd + off);
-            __builtin_prefetch(row + 2 * hd + off);
-        }
-    if (with_bias && g->bias_problem)
-        for (int64_t off = 0; off < g->bias_problem * 4; off += 64) __builtin_prefetch((const char *)bias + off);
-}
-
 static void *scratch(size_t bytes) {
     void *p = aligned_alloc(ALIGN, (bytes + ALIGN - 1) / ALIGN * ALIGN);
     if (p) memset(p, 0, bytes);
@@ -516,7 +499,7 @@ static int amx_alloc(amx_scratch *sc, const geom *g) {
     sc->nk = 32 * ((g->n + 31) / 32);
     sc->dp = 32 * ((g->d + 31) / 32);
     sc->direct = g->d % 32 == 0;
-    sc->ktail = sc->direct && g->n % 16 == 1;
+    sc->ktail = g->d % 32 == 0 && g->n % 16 == 1;
     int ok = (sc->s = scratch((size_t)sc->nq * sc->nk * 4)) != NULL;
     for (int i = 0; i < 2; i++) {
         ok &= (sc->qb[i] = scratch((size_t)sc->nq * sc->dp * 2)) != NULL;
@@ -711,15 +694,21 @@ static void amx_out(const geom *g, const amx_scratch *sc, const float *o, const 
 
 /* Problems [lo, hi) on this thread, as a software pipeline: iteration k prepares problem k + 2, multiplies
  * Q K^T of k + 1, stores the output of k - 1, multiplies P V of k and takes the softmax of k + 1. Every
- * tile load then reads memory written an iteration earlier: a tile load of lines still in the store
- * buffer stalls (measured: Q K^T 1340 cycles right after its operands were written, 490 later). */
+ * tile load then reads memory written an iteration earlier, and every vector load memory that tiles
+ * stored an iteration earlier: straight after the stores, P V took 1000 cycles (TSC, one problem of
+ * Swin-T's stage 1), 380 with the stores long done. Measured, and not kept: software prefetches of the
+ * next problems' rows, bias and output (x0.94-1.0: the hardware's own prefetch does better; also on the
+ * portable path: x0.91-1.0), other
+ * orders of the five steps (x0.87-0.95), two to eight problems per step (x1.0-1.1 on data in L2,
+ * nothing on Swin-T's 14 MB of qkv). A tile product costs more here than alone: one per iteration
+ * made the softmax ~40% slower, so the AMX path is ~1.7x the portable one, not more. */
 static void amx_run(const geom *g, const amx_scratch *sc, const uint16_t *qkv, uint16_t *out, int64_t lo,
                     int64_t hi) {
     const int64_t cnt = hi - lo;
     int64_t base, obase;
     const float *bias;
     for (int64_t k = -2; k <= cnt; k++) {
-        PROF_START; /* (no software prefetch: the hardware's is faster here, x1.06-1.13 measured) */
+        PROF_START;
         if (k + 2 < cnt) {
             const int64_t t = k + 2;
             locate(g, lo + t, &base, &obase, &bias);
@@ -883,7 +872,6 @@ int swinlab_window_attention(int dtype, const void *qkv, const float *bias, void
             failed = !(fs.kt && fs.p && fs.inv && fs.o && (dtype == 0 && d % 16 == 0 ? 1 : fs.vc != NULL) &&
                        (dtype == 0 || (fs.qc && fs.kc)));
             for (int64_t t = lo; t < hi && !failed; t++) {
-                prefetch_problem(&g, (const char *)qkv, dtype == 1 ? 2 : 4, t + 1, total, 0);
                 int64_t base, obase;
                 const float *bh;
                 locate(&g, t, &base, &obase, &bh);
