@@ -116,11 +116,13 @@ static inline float hmax(v16 x) {
 }
 
 /* 2^x for x <= 0 (the softmax's arguments after the max is subtracted, in base 2: the logits come
- * multiplied by log2(e)). Inputs below -125 give 2^-125, a normal float, so no denormal is ever produced
- * (they can be slow). Polynomial of degree DEG (4 or 5) for 2^f on [-1/2, 1/2], fitted for relative
- * error: 2.7e-6 (degree 4, for bfloat16 outputs) and 2.3e-7 (degree 5) in float32 arithmetic. */
+ * multiplied by log2(e)). Inputs below -64 give 2^-64: no denormal is ever produced, here or in P V's
+ * products (a denormal result costs ~140 cycles: the shifted windows' -100 mask made float32 P V 2.3x
+ * slower with 2^-125), and 49 such weights are 3e-18 of a row's sum. Polynomial of degree DEG (4 or 5)
+ * for 2^f on [-1/2, 1/2], fitted for relative error: 2.7e-6 (degree 4, for bfloat16 outputs) and 2.3e-7
+ * (degree 5) in float32 arithmetic. */
 static inline __attribute__((always_inline)) v16 vexp2(v16 x, const int DEG) {
-    x = vmax(x, vsplat(-125.0f));
+    x = vmax(x, vsplat(-64.0f));
 #if defined(__AVX512F__)
     const v16 n = (v16)_mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 #else
@@ -233,7 +235,7 @@ TREE16(tree_sum, VADD)
  * into s (pb NULL) or, rounded, to pb as bfloat16 (row stride ldp); inv[r] = 1 / sum e. The maxima and
  * sums of the 16 rows are reduced together (tree_max, tree_sum). nv whole vectors per row, then `tail`
  * keys as columns (see TAIL_MAX); without a tail, the padding of the last vector (bias -1e30) is taken
- * along, and its e written too (2^-125, a normal float: a denormal would cost ~140 cycles). */
+ * along, and its e written too (2^-64, see vexp2). */
 static inline __attribute__((always_inline)) void
 softmax_block(float *s, int lds, const float *b, int64_t ldb, int rows, int nv, int tail, float scale2,
               uint16_t *pb, int ldp, float *inv, const int DEG) {
