@@ -99,22 +99,6 @@ static inline v16 vmax(v16 a, v16 b) {
 #endif
 }
 
-static inline float hsum(v16 x) {
-    x += __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
-    x += __builtin_shufflevector(x, x, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
-    x += __builtin_shufflevector(x, x, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
-    x += __builtin_shufflevector(x, x, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
-    return x[0];
-}
-
-static inline float hmax(v16 x) {
-    x = vmax(x, __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
-    x = vmax(x, __builtin_shufflevector(x, x, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
-    x = vmax(x, __builtin_shufflevector(x, x, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
-    x = vmax(x, __builtin_shufflevector(x, x, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
-    return x[0];
-}
-
 /* 2^x for x <= 0 (the softmax's arguments after the max is subtracted, in base 2: the logits come
  * multiplied by log2(e)). Inputs below -64 give 2^-64: no denormal is ever produced, here or in P V's
  * products (a denormal result costs ~140 cycles: the shifted windows' -100 mask made float32 P V 2.3x
@@ -178,7 +162,11 @@ static inline float bf16_to_f32(uint16_t b) {
 
 /* The 16 x 16 transpose of rows r[0..15] (any 32-bit elements), in four rounds of two-source shuffles
  * (each one vpermt2ps on AVX-512): swap the off-diagonal blocks of 8, then of 4, 2 and 1. */
+#if defined(__clang__) || __GNUC__ >= 12
 #define SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else /* gcc before 12 has only its own two-source shuffle, with the indices as a vector */
+#define SHUF(a, b, ...) __builtin_shuffle(a, b, (v16i){__VA_ARGS__})
+#endif
 static inline void transpose16(v16 *r) {
     v16 t[16];
     for (int i = 0; i < 8; i++) {
