@@ -58,7 +58,8 @@
 #define SWL_AMX 0
 #endif
 
-/* -DSWL_PROFILE: cycles per phase of the AMX path, summed in swl_profile[] (one thread; development). */
+/* -DSWL_PROFILE: TSC cycles of the AMX pipeline's steps (prep, out, QK, PV, softmax), summed in
+ * swl_profile[0..4] (one thread; development). */
 #if defined(SWL_PROFILE) && defined(__x86_64__)
 unsigned long long swl_profile[8];
 #define PROF_START unsigned long long prof_t0 = __rdtsc()
@@ -682,16 +683,17 @@ static void amx_out(const geom *g, const amx_scratch *sc, const float *o, const 
     }
 }
 
-/* Problems [lo, hi) on this thread, as a software pipeline: iteration k prepares problem k + 2, multiplies
- * Q K^T of k + 1, stores the output of k - 1, multiplies P V of k and takes the softmax of k + 1. Every
- * tile load then reads memory written an iteration earlier, and every vector load memory that tiles
- * stored an iteration earlier: straight after the stores, P V took 1000 cycles (TSC, one problem of
- * Swin-T's stage 1), 380 with the stores long done. Measured, and not kept: software prefetches of the
- * next problems' rows, bias and output (x0.94-1.0: the hardware's own prefetch does better; also on the
- * portable path: x0.91-1.0), other
- * orders of the five steps (x0.87-0.95), two to eight problems per step (x1.0-1.1 on data in L2,
- * nothing on Swin-T's 14 MB of qkv). A tile product costs more here than alone: one per iteration
- * made the softmax ~40% slower, so the AMX path is ~1.7x the portable one, not more. */
+/* Problems [lo, hi) on this thread, as a software pipeline: iteration k prepares problem k + 2, stores the
+ * output of k - 1, multiplies Q K^T of k + 1 and P V of k, and takes the softmax of k + 1. Every tile load
+ * then reads memory written an iteration earlier, and every vector load memory that tiles stored an
+ * iteration earlier: straight after the stores, P V took 1000 cycles (TSC, one problem of Swin-T's
+ * stage 1), 380 with the stores long done. The two tile products are next to each other: a burst of
+ * tile products slows the vector code around it (one tdpbf16ps per problem made the softmax ~40%
+ * slower; one per 8 problems, 8%), and one burst per problem instead of two was faster: x1.01-1.09
+ * per call over three A/B runs, ~x1.04 typical.
+ * Measured, and not kept: software prefetches of the next problems' rows, bias and output (x0.94-1.0:
+ * the hardware's own prefetch does better; also on the portable path: x0.91-1.0), other orders of the
+ * five steps (x0.87-0.95). */
 static void amx_run(const geom *g, const amx_scratch *sc, const uint16_t *qkv, uint16_t *out, int64_t lo,
                     int64_t hi) {
     const int64_t cnt = hi - lo;
@@ -704,24 +706,24 @@ static void amx_run(const geom *g, const amx_scratch *sc, const uint16_t *qkv, u
             locate(g, lo + t, &base, &obase, &bias);
             amx_prep(g, sc, qkv + base, sc->qb[t % 2], sc->kt[t % 2], sc->vb[t % 3]);
         }
+        PROF(0);
+        if (k - 1 >= 0) {
+            locate(g, lo + k - 1, &base, &obase, &bias);
+            amx_out(g, sc, sc->o[(k - 1) % 2], sc->inv[(k - 1) % 3], out + obase);
+        }
         PROF(1);
         if (k + 1 >= 0 && k + 1 < cnt) {
             locate(g, lo + k + 1, &base, &obase, &bias);
             amx_qk(g, sc, qkv + base, sc->qb[(k + 1) % 2], sc->kt[(k + 1) % 2]);
         }
         PROF(2);
-        if (k - 1 >= 0) {
-            locate(g, lo + k - 1, &base, &obase, &bias);
-            amx_out(g, sc, sc->o[(k - 1) % 2], sc->inv[(k - 1) % 3], out + obase);
-        }
-        PROF(3);
         if (k >= 0 && k < cnt) amx_pv(sc, sc->p[k % 2], sc->vb[k % 3], sc->o[k % 2]);
-        PROF(4);
+        PROF(3);
         if (k + 1 >= 0 && k + 1 < cnt) {
             locate(g, lo + k + 1, &base, &obase, &bias);
             amx_softmax(g, sc, bias, sc->p[(k + 1) % 2], sc->inv[(k + 1) % 3]);
         }
-        PROF(5);
+        PROF(4);
     }
 }
 #endif /* SWL_AMX */
