@@ -468,6 +468,12 @@ static const tilecfg amx_cfg_tail = {1, 0, {0}, {64, 64, 64, 4, 64, 64, 64, 4}, 
 
 static void amx_config(int ktail) { _tile_loadconfig(ktail ? &amx_cfg_tail : &amx_cfg); }
 
+/* A tile product whose result nobody reads (tile 2, free between amx_qk's store of it and the next
+ * amx_qk's zeroing), issued every few hundred cycles of vector work: the tile unit powers down when idle,
+ * and waking it cost ~700 cycles at each problem's first product (measured: one product per problem made
+ * a softmax-only loop 1.39x slower; with one of these per 16 softmax rows, 1.03x). */
+#define AMX_KEEP_AWAKE() _tile_dpbf16ps(2, 4, 6)
+
 /* Per-thread buffers, several of each where the software pipeline (amx_run) keeps several problems
  * in flight. Sizes: nq = n rounded up to 16 (query rows), nk = n rounded up to 32 (keys), dp = d rounded
  * up to 32 (channels). */
@@ -528,6 +534,7 @@ static void amx_prep(const geom *g, const amx_scratch *sc, const uint16_t *q, ui
     for (int i = sc->direct ? n - n % 16 : 0, r = 0; i < n; i++, r++)
         for (int ks = 0; ks < ksteps; ks++)
             _mm512_store_si512(qb + r * dp + 32 * ks, load_bf16_row(q + i * ld + 32 * ks, d - 32 * ks));
+    AMX_KEEP_AWAKE();
     for (int kb = 0; kb < nv - sc->ktail; kb++)
         for (int ks = 0; ks < ksteps; ks++) {
             v16 r[16];
@@ -542,6 +549,7 @@ static void amx_prep(const geom *g, const amx_scratch *sc, const uint16_t *q, ui
     const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7,
                                         38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
     const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+    AMX_KEEP_AWAKE();
     for (int pr = 0; pr < (n + 1) / 2; pr++) {
         const int j = 2 * pr;
         for (int ks = 0; ks < ksteps; ks++) {
@@ -635,9 +643,11 @@ static void amx_qk(const geom *g, const amx_scratch *sc, const uint16_t *q, cons
 /* The softmax of S, 16 rows at a time, into P (bf16) and inv. */
 static void amx_softmax(const geom *g, const amx_scratch *sc, const float *bias, uint16_t *p, float *inv) {
     const int n = g->n, nk = sc->nk;
-    for (int i0 = 0; i0 < n; i0 += 16)
+    for (int i0 = 0; i0 < n; i0 += 16) {
+        AMX_KEEP_AWAKE();
         softmax_block(sc->s + i0 * nk, nk, bias + i0 * g->bias_row, g->bias_row, n - i0 < 16 ? n - i0 : 16,
                       g->nv - (g->tail > 0), g->tail, g->scale, p + i0 * nk, nk, inv + i0, 4);
+    }
 }
 
 /* O = P V (tiles 0, 1: two channel blocks at a time). */
@@ -666,6 +676,7 @@ static void amx_pv(const amx_scratch *sc, const uint16_t *p, const uint16_t *vb,
 static void amx_out(const geom *g, const amx_scratch *sc, const float *o, const float *inv, uint16_t *out) {
     const int n = g->n, d = g->d, dp = sc->dp;
     for (int i = 0; i < n; i++) {
+        if (i % 32 == 0) AMX_KEEP_AWAKE();
         const __m512 scale = _mm512_set1_ps(inv[i]);
         const float *orow = o + i * dp;
         uint16_t *dst = out + i * g->ldo;
@@ -687,10 +698,9 @@ static void amx_out(const geom *g, const amx_scratch *sc, const float *o, const 
  * output of k - 1, multiplies Q K^T of k + 1 and P V of k, and takes the softmax of k + 1. Every tile load
  * then reads memory written an iteration earlier, and every vector load memory that tiles stored an
  * iteration earlier: straight after the stores, P V took 1000 cycles (TSC, one problem of Swin-T's
- * stage 1), 380 with the stores long done. The two tile products are next to each other: a burst of
- * tile products slows the vector code around it (one tdpbf16ps per problem made the softmax ~40%
- * slower; one per 8 problems, 8%), and one burst per problem instead of two was faster: x1.01-1.09
- * per call over three A/B runs, ~x1.04 typical.
+ * stage 1), 380 with the stores long done. The two tile products are next to each other (one wake-up
+ * of the tile unit per problem instead of two: x1.01-1.09 per call over three A/B runs, ~x1.04), and
+ * AMX_KEEP_AWAKE keeps it from powering down during the vector steps (x1.07-1.09 on top).
  * Measured, and not kept: software prefetches of the next problems' rows, bias and output (x0.94-1.0:
  * the hardware's own prefetch does better; also on the portable path: x0.91-1.0), other orders of the
  * five steps (x0.87-0.95). */
