@@ -132,6 +132,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=31, help="interleaved calls per backend and shape")
     p.add_argument("--model-repeats", type=int, default=9, help="interleaved steps per backend")
     p.add_argument("--skip-model", action="store_true")
+    p.add_argument("--skip-calls", action="store_true", help="the whole model only")
     p.add_argument("--out", default=None, help="JSON file to write")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -147,10 +148,17 @@ def main() -> None:
            "threads": args.threads, "kernel_capabilities": native.capabilities(),
            "auto_takes_native": native.auto_eligible(), "load_average_before": os.getloadavg()}
     out = {"environment": env, "command": "PYTHONPATH=src python benchmarks/native_attention.py "
-           f"--threads {args.threads} --repeats {args.repeats} --model-repeats {args.model_repeats}",
-           "per_call": per_call(args.repeats)}
-    if not args.skip_model:
-        out["whole_model"] = whole_model(args.model_repeats)
+           f"--threads {args.threads} --repeats {args.repeats} --model-repeats {args.model_repeats}"
+           + (" --skip-model" if args.skip_model else "") + (" --skip-calls" if args.skip_calls else "")}
+    # this process's CPU time over the wall time of each part: about the thread count when the cores were
+    # ours (the machine is shared: other jobs' time slices show as a lower figure and as slow outliers)
+    parts = ([] if args.skip_calls else [("per_call", lambda: per_call(args.repeats))]) + (
+        [] if args.skip_model else [("whole_model", lambda: whole_model(args.model_repeats))])
+    for name, run in parts:
+        wall0, cpu0 = time.perf_counter(), sum(os.times()[:2])
+        out[name] = run()
+        busy = (sum(os.times()[:2]) - cpu0) / (time.perf_counter() - wall0)
+        env[f"{name}_cpu_seconds_per_wall_second"] = busy
     env["load_average_after"] = os.getloadavg()
     if args.out:
         with open(args.out, "w") as f:
