@@ -26,8 +26,12 @@ same maths) instead: a forward never fails for it.
 It is an inference kernel: a call that needs a gradient is an error (use ``"auto"``, which runs
 ``"reference"`` in training, or ``"reference"``). Shapes it does not take (more than 256 tokens per
 window, more than 128 channels per head, logits without ``QKᵀ``), other dtypes than float32 and
-bfloat16, and other devices run ``"sdpa"`` silently. The call is the custom operator
-``torch.ops.swinlab.native_window_attention``, so ``torch.compile`` keeps it as one opaque node.
+bfloat16, and other devices run ``"sdpa"`` silently. While ``torch.compile``, ``torch.export`` or
+``torch.jit.trace`` capture a graph, the call is the custom operator
+``torch.ops.swinlab.native_window_attention`` (one opaque node, with a fake kernel for shapes); in eager
+mode the library is called directly (the dispatcher would add ~17 µs to a 0.3-2 ms call). It runs on
+``torch.get_num_threads()`` threads of the OpenMP runtime torch has loaded, each keeping its scratch
+memory (≈ 100 KB for Swin's shapes) between calls.
 """
 
 from __future__ import annotations
