@@ -18,9 +18,11 @@ import warnings
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import swinlab
 from swinlab import kernels
+from swinlab.analysis.profiler import _EXTRA_FLOPS
 from swinlab.functional.windows import relative_bias, shifted_window_mask
 from swinlab.kernels import WindowSpec, native
 from swinlab.kernels import reference as ref_mod
@@ -299,6 +301,16 @@ def test_a_kernel_that_fails_its_self_check_is_not_used(monkeypatch, fresh_kerne
         out = native.attend_windows(qkv, table, spec, map_size=map_size)
         torch.testing.assert_close(out, sdpa_mod.attend_windows(qkv, table, spec, map_size=map_size))
     assert not native.available() and not native.auto_eligible()
+
+
+def test_first_use_inside_a_flop_counter_shows_the_kernel_alone(fresh_kernel):
+    """The self-check at first use must not leak its own work into the user's dispatch modes."""
+    qkv, table, spec, map_size = _windows(CASES[1], torch.float32)
+    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOPS) as counter:
+        native.attend_windows(qkv, table, spec, map_size=map_size)
+    counts = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
+    bnw, n, c3 = qkv.shape
+    assert counts == {"swinlab.native_window_attention": 4 * bnw * n * n * c3 // 3}
 
 
 # --- inference only -----------------------------------------------------------------------------------
