@@ -12,7 +12,7 @@ import torch
 
 import swinlab
 
-BACKENDS = ["reference", "sdpa"]  # "auto" is "reference" on CPU
+BACKENDS = ["reference", "sdpa"]  # "auto" trains with "reference" on CPU; "native": test_native_kernel.py
 
 
 def _check(backend: str, compiler: str, training: bool) -> None:

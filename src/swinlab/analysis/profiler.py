@@ -49,6 +49,16 @@ if _linear_kernels.onednn_available():
     _EXTRA_FLOPS[torch.ops.swinlab.onednn_linear] = _linear_flops
 
 
+def _native_attention_flops(qkv_shape, bias_shape, heads, scale, *args, out_shape=None, **kwargs) -> int:
+    """QKᵀ and PV of every (window, head): 2 · 2·(B·nW)·N²·C, as ``sdpa_flop_count`` prices SDPA."""
+    bnw, n, c3 = qkv_shape
+    return 4 * bnw * n * n * (c3 // 3)
+
+
+# swinlab's native window-attention kernel (swinlab.kernels.native), the operator CPU inference runs
+_EXTRA_FLOPS[torch.ops.swinlab.native_window_attention] = _native_attention_flops
+
+
 def profile(model: nn.Module, img_size: int | Pair | None = None, batch_size: int = 1, *,
             name: str | None = None, device: str | torch.device | None = None,
             memory: bool = True) -> dict:

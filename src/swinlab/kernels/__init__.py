@@ -11,8 +11,13 @@ shift and partition by index (``"triton"``) take the whole map only.
 
 ``"auto"`` decides on every call from the tensors' device and whether a gradient is needed (see
 :func:`select_backend`), so a model moved between devices never runs a backend that fails there:
-``"sdpa"`` on CUDA and in CPU inference, ``"reference"`` in CPU training (each measured the fastest
+``"sdpa"`` on CUDA, ``"native"`` in CPU inference where that kernel built and runs the code it was
+measured faster with (else ``"sdpa"``), ``"reference"`` in CPU training (each measured the fastest
 there: ``benchmarks/results/``).
+
+``"native"`` (:mod:`swinlab.kernels.native`) is a fused C kernel for CPU inference, compiled on first
+use; it takes no gradient (an error says so), and runs ``"sdpa"`` where it cannot build or does not take
+the shape. :func:`backend_inference_only` names such backends.
 
 The fused ``"triton"`` backend is listed when ``triton`` is installed and imported only when it is
 first asked for by name (a broken Triton cannot break ``import swinlab``); it takes CUDA tensors (CPU
@@ -31,6 +36,8 @@ from collections.abc import Callable
 import torch
 
 from ..errors import ConfigError
+from . import native
+from .linear import exporting
 from .reference import attend_windows as reference_attend_windows
 from .reference import window_attention as reference_window_attention
 from .sdpa import attend_windows as sdpa_attend_windows
@@ -48,6 +55,7 @@ _WINDOWED: dict[str, WindowAttentionFn] = {  # backend → its attention on part
     "sdpa": sdpa_attend_windows,
 }
 _DEVICES: dict[str, tuple[str, ...] | None] = {}  # backend → device types it takes (absent: any)
+_INFERENCE_ONLY: set[str] = set()  # backends that give no gradient
 # Backends registered on first use: name → (module, whether it can be imported here).
 _LAZY: dict[str, tuple[str, Callable[[], bool]]] = {
     "triton": ("swinlab.kernels.triton", lambda: importlib.util.find_spec("triton") is not None),
@@ -55,11 +63,16 @@ _LAZY: dict[str, tuple[str, Callable[[], bool]]] = {
 
 
 def register_backend(name: str, fn: WindowAttentionFn, *, devices: tuple[str, ...] | None = None,
-                     windows_fn: WindowAttentionFn | None = None) -> None:
+                     windows_fn: WindowAttentionFn | None = None, inference_only: bool = False) -> None:
     """Make ``fn`` selectable as ``attention_backend=name``; ``devices``: the device types it takes
-    (``None``: any); ``windows_fn``: the same attention on partitioned windows, if it has one."""
+    (``None``: any); ``windows_fn``: the same attention on partitioned windows, if it has one;
+    ``inference_only``: it raises where a gradient is needed."""
     _BACKENDS[name] = fn
     _DEVICES[name] = tuple(devices) if devices is not None else None
+    if inference_only:
+        _INFERENCE_ONLY.add(name)
+    else:
+        _INFERENCE_ONLY.discard(name)
     if windows_fn is not None:
         _WINDOWED[name] = windows_fn
     else:
@@ -100,6 +113,12 @@ def get_windows_attention(name: str = "auto") -> WindowAttentionFn | None:
     return _auto_windows if name == "auto" else _WINDOWED.get(name)
 
 
+def backend_inference_only(name: str) -> bool:
+    """Whether backend ``name`` computes forwards only (a call that needs a gradient is an error)."""
+    get_window_attention(name)  # unknown names fail here
+    return name in _INFERENCE_ONLY
+
+
 def backend_devices(name: str) -> tuple[str, ...] | None:
     """Device types (``"cpu"``, ``"cuda"``, ...) whose tensors backend ``name`` takes; ``None``: any."""
     get_window_attention(name)  # unknown names fail here; lazy ones are loaded
@@ -111,16 +130,24 @@ def select_backend(device: torch.device | str, dtype: torch.dtype = torch.float3
     """The backend ``"auto"`` runs for tensors on ``device`` (of ``dtype``; ``requires_grad``: a
     gradient will be taken through it).
 
-    CPU inference: ``"sdpa"`` (PyTorch's fused CPU attention with the merged bias+mask, 4-D): Swin-T
-    ×1.10 faster than ``"reference"`` at batch 8, float32 (one thread; ×1.09 on two). CPU training:
-    ``"reference"``: with a learned bias that needs its gradient SDPA's CPU backward is no faster, and
-    the whole training step was ×1.04 slower with it (``benchmarks/results/cpu_swin_t_b8_224_float32.json``,
-    2-core AMD EPYC). CUDA and other devices: ``"sdpa"`` (memory-efficient attention with the merged bias);
-    not yet measured against ``"triton"`` on a GPU.
+    CPU inference: ``"native"`` (:mod:`swinlab.kernels.native`) where it built, passed its check and
+    runs the code paths it was measured faster with (AVX-512 for float32, AMX for bfloat16:
+    :func:`swinlab.kernels.native.auto_eligible`): on a 2-core Xeon with AMX, Swin-T's four attention
+    shapes at batch 8 (``benchmarks/results/cpu_native_attention.json``). Elsewhere, and while
+    ``torch.export``, the ONNX exporter or ``torch.jit.trace`` captures a graph (which should hold
+    standard operators only), ``"sdpa"`` (PyTorch's fused CPU attention with the merged bias+mask, 4-D):
+    Swin-T ×1.10 faster than ``"reference"`` at batch 8, float32 (one thread; ×1.09 on two). The kernel
+    is built (about 2 s) on the first such call. CPU training: ``"reference"``: with a learned bias that
+    needs its gradient SDPA's CPU backward is no faster, and the whole training step was ×1.04 slower
+    with it (``benchmarks/results/cpu_swin_t_b8_224_float32.json``, 2-core AMD EPYC). CUDA and other
+    devices: ``"sdpa"`` (memory-efficient attention with the merged bias); not yet measured against
+    ``"triton"`` on a GPU.
     """
-    del dtype  # the choice does not depend on it yet; kept so callers need not change when it does
-    if torch.device(device).type == "cpu" and requires_grad:
+    cpu = torch.device(device).type == "cpu"
+    if cpu and requires_grad:
         return "reference"
+    if cpu and dtype in (torch.float32, torch.bfloat16) and not exporting() and native.auto_eligible():
+        return "native"
     return "sdpa"
 
 
@@ -140,10 +167,14 @@ def _auto_windows(qkv: torch.Tensor, table: torch.Tensor | None, spec: WindowSpe
     return _WINDOWED[name](qkv, table, spec, map_size=map_size)
 
 
+register_backend("native", native.window_attention, devices=native.DEVICES, windows_fn=native.attend_windows,
+                 inference_only=True)
+
 __all__ = [
     "WindowSpec",
     "available_backends",
     "backend_devices",
+    "backend_inference_only",
     "get_window_attention",
     "get_windows_attention",
     "register_backend",

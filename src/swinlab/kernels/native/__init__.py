@@ -1,0 +1,408 @@
+"""A fused CPU kernel of window attention for inference: ``attention_backend="native"``.
+
+``window_attention.c`` (next to this file) computes ``Softmax(QKᵀ·scale + B)V`` for every (window, head)
+of a batch in one pass, reading the ``(B*nW, N, 3C)`` projection and writing the ``(B*nW, N, C)`` layout
+the output projection reads (see the file's header for its two paths: AMX tiles for bfloat16 where the
+CPU has them, portable GCC vectors otherwise). Swin's problems are tiny (49 tokens × 32 channels), and
+PyTorch's CPU flash attention spends most of its time on per-problem set-up there.
+
+The C source is compiled on first use, never at import: with the system C compiler (``$CC``, else ``cc``
+or ``gcc``) and ``-march=native``, into ``$SWINLAB_CACHE`` (default ``~/.cache/swinlab``), as
+``window_attention-<key>.so``, the key a hash of the source, the flags, the compiler's version and the
+CPU's flags, so a changed source, compiler or machine builds anew and a second process reuses the file.
+The library is written to a temporary file in that folder and renamed into place (processes racing
+to build never load a half-written file). ``$SWINLAB_NATIVE_CFLAGS`` adds flags (tests build the
+portable path with ``-march=x86-64-v3``). The build takes about 2 s.
+
+No ``-ffast-math``: linked with it, gcc adds ``crtfastmath.o``, whose constructor switches the whole
+process to flush-to-zero when the library is loaded, changing torch's results on denormals. The
+kernel's exp is its own polynomial, so it needs no fast-math libm either.
+
+After loading, the kernel is checked once against a float64 softmax on small problems (float32 and
+bfloat16, with and without a bias); if the compiler is missing, the build fails or the check
+disagrees, swinlab warns once, naming the reason, and every ``"native"`` call runs ``"sdpa"`` (the
+same maths) instead: a forward never fails for it.
+
+It is an inference kernel: a call that needs a gradient is an error (use ``"auto"``, which runs
+``"reference"`` in training, or ``"reference"``). Shapes it does not take (more than 256 tokens per
+window, more than 128 channels per head, logits without ``QKᵀ``), other dtypes than float32 and
+bfloat16, and other devices run ``"sdpa"`` silently. While ``torch.compile``, ``torch.export`` or
+``torch.jit.trace`` capture a graph, the call is the custom operator
+``torch.ops.swinlab.native_window_attention`` (one opaque node, with a fake kernel for shapes); in eager
+mode (no dispatch mode active either) the library is called directly (the dispatcher would add ~17 µs to
+a 0.3-2 ms call). It runs on
+``torch.get_num_threads()`` threads of the OpenMP runtime torch has loaded, each keeping its scratch
+memory (≈ 100 KB for Swin's shapes) between calls.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+import weakref
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils import _python_dispatch
+
+from ...errors import ConfigError
+from ...files import atomic_path
+from ..linear import exporting
+from ..reference import on_whole_map
+from ..sdpa import _merged_bias
+from ..sdpa import attend_windows as sdpa_attend_windows
+from ..spec import WindowSpec
+
+SOURCE = Path(__file__).with_name("window_attention.c")
+DEVICES = ("cpu",)
+MAX_TOKENS = 256  # per window (16 × 16); the kernel's limits
+MAX_CHANNELS = 128  # per head
+LOG2E = 1.4426950408889634  # the kernel's softmax runs in base 2: its bias comes times log2(e)
+PAD = -1e30  # bias of the padding keys (the rows are padded to a multiple of 16)
+
+# swinlab_wa_capabilities() bits
+CAP_AVX512, CAP_AVX512BF16, CAP_AMX_COMPILED, CAP_AMX = 1, 2, 4, 8
+
+
+class BuildError(RuntimeError):
+    """The kernel could not be compiled, loaded or verified here."""
+
+
+def cache_dir() -> Path:
+    """Where built libraries are kept: ``$SWINLAB_CACHE``, else ``~/.cache/swinlab``."""
+    return Path(os.environ.get("SWINLAB_CACHE") or Path.home() / ".cache" / "swinlab")
+
+
+def compiler() -> list[str]:
+    """The C compiler command: ``$CC`` (split like a shell word list), else ``cc`` or ``gcc`` on the PATH."""
+    cc = os.environ.get("CC")
+    if cc:
+        return shlex.split(cc)
+    for name in ("cc", "gcc"):
+        path = shutil.which(name)
+        if path:
+            return [path]
+    raise BuildError("no C compiler found (set CC, or install gcc)")
+
+
+def compile_flags() -> list[str]:
+    """Flags of the compile step (the link step is ``-shared -fopenmp`` alone)."""
+    flags = ["-O3", "-march=native", "-std=gnu11", "-fPIC", "-fopenmp", "-fno-math-errno",
+             "-fno-trapping-math", "-Wall"]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        flags.append("-mprefer-vector-width=512")  # gcc keeps to 256-bit vectors on AVX-512 CPUs otherwise
+    return flags + shlex.split(os.environ.get("SWINLAB_NATIVE_CFLAGS", ""))
+
+
+LINK_FLAGS = ["-shared", "-fopenmp"]
+
+
+def _run(cmd: list[str]) -> str:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    except FileNotFoundError:
+        raise BuildError(f"C compiler {cmd[0]!r} not found") from None
+    except (OSError, subprocess.SubprocessError) as e:
+        raise BuildError(f"{cmd[0]!r} could not run: {e}") from None
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+        raise BuildError(f"{' '.join(cmd[:2])} ... failed ({done.returncode}): " + " | ".join(tail))
+    return done.stdout
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()}"
+
+
+def library_path() -> Path:
+    """The built library's path for this source, compiler, flags and CPU (it may not exist yet)."""
+    cc = compiler()
+    version = _run([*cc, "--version"])
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(cc).encode(), " ".join(compile_flags()).encode(),
+                 " ".join(LINK_FLAGS).encode(), version.encode(), _cpu_flags().encode()):
+        key.update(part)
+        key.update(b"\0")
+    return cache_dir() / f"window_attention-{key.hexdigest()[:20]}.so"
+
+
+def build() -> Path:
+    """Compile the kernel unless this source, compiler and CPU have a library in the cache already."""
+    path = library_path()
+    if path.is_file():
+        return path
+    cc = compiler()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".build-") as tmp:
+        obj = Path(tmp) / "window_attention.o"
+        _run([*cc, *compile_flags(), "-c", str(SOURCE), "-o", str(obj)])
+        with atomic_path(path, mode=0o755) as out:
+            _run([*cc, *LINK_FLAGS, str(obj), "-o", str(out)])
+    return path
+
+
+class _Kernel:
+    """The loaded library (or why there is none), set up once per process."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.tried = False
+        self.lib: ctypes.CDLL | None = None
+        self.caps = 0
+        self.problem: str | None = None
+        self.portable_only = False  # tests: run bfloat16 on the portable path too
+
+
+_KERNEL = _Kernel()
+
+
+def _bind(path: Path) -> tuple[ctypes.CDLL, int]:
+    lib = ctypes.CDLL(str(path))
+    fn = lib.swinlab_window_attention
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                   ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_float, ctypes.c_int,
+                   ctypes.c_int]
+    lib.swinlab_wa_capabilities.restype = ctypes.c_int
+    lib.swinlab_wa_mxcsr.restype = ctypes.c_uint
+    return lib, lib.swinlab_wa_capabilities()
+
+
+def _load() -> ctypes.CDLL | None:
+    """Build (first use), load and check the kernel; on failure warn once and return ``None``."""
+    state = _KERNEL
+    if state.tried:
+        return state.lib
+    with state.lock:
+        if state.tried:
+            return state.lib
+        try:
+            state.lib, state.caps = _bind(build())
+            problem = self_check(state.lib)
+            if problem is not None:
+                raise BuildError(problem)
+        except (BuildError, OSError, AttributeError) as e:
+            state.lib, state.caps, state.problem = None, 0, str(e)
+            warnings.warn(f"swinlab's native window-attention kernel is unavailable: {e}; attention_backend "
+                          f"'native' runs 'sdpa' instead (same results, slower)", RuntimeWarning,
+                          stacklevel=3)
+        state.tried = True
+    return state.lib
+
+
+@torch.compiler.assume_constant_result
+def available() -> bool:
+    """Whether the kernel built, loaded and passed its check here (builds it on the first call; under
+    ``torch.compile`` the answer is a constant of the graph)."""
+    return _load() is not None
+
+
+def unavailable_reason() -> str | None:
+    """Why the kernel cannot run here (after :func:`available` returned ``False``), else ``None``."""
+    return _KERNEL.problem
+
+
+def capabilities() -> int:
+    """The library's ``CAP_*`` bits (0 if it is not available)."""
+    return _KERNEL.caps if available() else 0
+
+
+@torch.compiler.assume_constant_result
+def auto_eligible() -> bool:
+    """Whether ``attention_backend="auto"`` runs this kernel in CPU inference: it built and passed its
+    check, and this CPU takes the code paths it was measured faster with, in float32 and bfloat16 alike:
+    AVX-512 vectors (float32) and AMX tiles (bfloat16), both on a 2-core Xeon with AMX
+    (``benchmarks/results/cpu_native_attention.json``). Elsewhere (AVX2 CPUs, AVX-512 without AMX) it was
+    not measured, and ``auto`` keeps ``"sdpa"``."""
+    caps = capabilities()
+    return bool(caps & CAP_AVX512) and bool(caps & CAP_AMX)
+
+
+def _call(lib, qkv: torch.Tensor, bias: torch.Tensor | None, heads: int, scale: float, flags: int = 0):
+    bnw, n, c3 = qkv.shape
+    d = c3 // 3 // heads
+    out = torch.empty((bnw, n, c3 // 3), dtype=qkv.dtype)
+    nb = bias.shape[0] if bias is not None else 1
+    if _KERNEL.portable_only:
+        flags |= 1
+    rc = lib.swinlab_window_attention(int(qkv.dtype == torch.bfloat16), qkv.data_ptr(),
+                                      bias.data_ptr() if bias is not None else None, out.data_ptr(), bnw, nb,
+                                      n, heads, d, scale, torch.get_num_threads(), flags)
+    if rc != 0:
+        raise RuntimeError(f"swinlab's native window-attention kernel failed (code {rc}: "
+                           f"{'arguments out of range' if rc == 1 else 'out of memory'})")
+    return out
+
+
+@torch.library.custom_op("swinlab::native_window_attention", mutates_args=(), device_types="cpu")
+def native_window_attention(qkv: torch.Tensor, bias: torch.Tensor | None, heads: int,
+                            scale: float) -> torch.Tensor:
+    """``(B*nW, N, 3C)`` float32 or bfloat16 projections → ``(B*nW, N, C)`` attention, ``bias`` the
+    kernel's ``(NB, heads, N, N padded to 16)`` float32 bias (see :func:`kernel_bias`) or ``None``."""
+    lib = _load()
+    if lib is None:
+        raise RuntimeError(f"swinlab's native window-attention kernel is unavailable: {_KERNEL.problem}")
+    return _call(lib, qkv.contiguous(), None if bias is None else bias.contiguous(), heads, scale)
+
+
+@native_window_attention.register_fake
+def _(qkv, bias, heads, scale):
+    return qkv.new_empty((qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3))
+
+
+# The kernel's bias per merged bias tensor of sdpa's inference cache (which hands out the same tensor
+# while the table is unchanged). Held weakly: an entry dies with its merged bias.
+_PADDED: dict[int, tuple[weakref.ref, torch.Tensor]] = {}
+
+
+def _pad(merged: torch.Tensor, heads: int) -> torch.Tensor:
+    nb, _, n, _ = merged.shape
+    np_ = -(-n // 16) * 16
+    bias = merged.expand(nb, heads, n, n).to(torch.float32) * LOG2E
+    return F.pad(bias, (0, np_ - n), value=PAD).contiguous()  # (NB, heads, N, NP)
+
+
+def kernel_bias(table: torch.Tensor | None, spec: WindowSpec, map_size, heads: int, n: int,
+                device: torch.device) -> torch.Tensor | None:
+    """The kernel's bias: sdpa's merged relative bias + region mask ``(nW or 1, heads or 1, N, N)`` in
+    float32, for every head, times log2(e), each row padded to a multiple of 16 with -1e30."""
+    mask_key = (tuple(map_size), tuple(spec.window), tuple(spec.shift), device) if spec.masked else None
+    merged = _merged_bias(table, spec.window, spec.table_window, mask_key, torch.float32)
+    if merged is None:
+        return None
+    if torch.compiler.is_compiling():
+        return _pad(merged, heads)
+    slot = _PADDED.get(id(merged))
+    if slot is not None and slot[0]() is merged and slot[1].shape[1] == heads:
+        return slot[1]
+    bias = _pad(merged, heads)
+    key = id(merged)
+    _PADDED[key] = (weakref.ref(merged, lambda _, key=key: _PADDED.pop(key, None)), bias)
+    return bias
+
+
+def supports(qkv: torch.Tensor, spec: WindowSpec) -> bool:
+    """Whether the kernel takes this call (else it runs ``"sdpa"``)."""
+    if qkv.device.type != "cpu" or qkv.dtype not in (torch.float32, torch.bfloat16) or qkv.dim() != 3:
+        return False
+    _, n, c3 = qkv.shape
+    heads = spec.num_heads
+    if c3 % 3 or (c3 // 3) % heads:
+        return False
+    return spec.use_qk and 1 <= n <= MAX_TOKENS and 1 <= c3 // 3 // heads <= MAX_CHANNELS
+
+
+def _check_no_grad(qkv: torch.Tensor, table: torch.Tensor | None) -> None:
+    if torch.is_grad_enabled() and (qkv.requires_grad or (table is not None and table.requires_grad)):
+        raise ConfigError("attention_backend 'native' is an inference kernel and cannot give gradients; use "
+                          "'auto' (which trains with 'reference') or 'reference', or run the forward under "
+                          "torch.no_grad() / torch.inference_mode()")
+
+
+def _dispatch_mode_active() -> bool:
+    """Whether a ``TorchDispatchMode`` (``FlopCounterMode``, ...) sees the ops (a private torch helper;
+    where it is missing, assume one is, and take the operator)."""
+    current = getattr(_python_dispatch, "_get_current_dispatch_mode", None)
+    return current is None or current() is not None
+
+
+def attend_windows(qkv: torch.Tensor, table: torch.Tensor | None, spec: WindowSpec, *,
+                   map_size) -> torch.Tensor:
+    """See :func:`swinlab.kernels.reference.attend_windows`: ``(B*nW, N, 3C)`` → ``(B*nW, N, C)``."""
+    _check_no_grad(qkv, table)
+    if not supports(qkv, spec) or not available():
+        return sdpa_attend_windows(qkv, table, spec, map_size=map_size)
+    n = qkv.shape[1]
+    bias = kernel_bias(table, spec, map_size, spec.num_heads, n, qkv.device)
+    qkv = qkv.contiguous()
+    if (torch.compiler.is_compiling() or exporting() or type(qkv) is not torch.Tensor
+            or _dispatch_mode_active()):
+        # the operator: one node of a compiled or traced graph, seen by dispatch modes (FlopCounterMode),
+        # and fake tensors go to its fake kernel
+        return torch.ops.swinlab.native_window_attention(qkv, bias, spec.num_heads, float(spec.scale))
+    return _call(_KERNEL.lib, qkv, bias, spec.num_heads, spec.scale)  # eager: skip the dispatcher (~17 us)
+
+
+def window_attention(qkv: torch.Tensor, table: torch.Tensor | None, spec: WindowSpec) -> torch.Tensor:
+    """See :func:`swinlab.kernels.reference.window_attention` (on the whole ``(B, H, W, 3C)`` map)."""
+    return on_whole_map(attend_windows, qkv, table, spec)
+
+
+def _bf16(x: np.ndarray) -> np.ndarray:
+    """float32 → bfloat16 bits (round to nearest even, as torch rounds; no NaNs here)."""
+    u = x.astype(np.float32).view(np.uint32)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def _from_bf16(h: np.ndarray) -> np.ndarray:
+    return (h.astype(np.uint32) << 16).view(np.float32)
+
+
+def self_check(lib) -> str | None:
+    """Run the kernel on small problems (float32 and bfloat16; 49, 16 and 5 tokens; a per-window bias, a
+    shared one and none; 32, 24 and 8 channels) against a float64 softmax. ``None`` if it agrees, else
+    what disagreed. NumPy and the library only, no torch operator: a first use inside a profiler, a
+    ``TorchDispatchMode`` or a graph capture must not show the check's work."""
+    rng = np.random.default_rng(0)
+    cases = [(4, 49, 2, 32, 2), (3, 16, 3, 24, 0), (2, 5, 1, 8, 1)]  # (windows, N, heads, d, bias blocks)
+    for bnw, n, heads, d, nb in cases:
+        c = heads * d
+        np_ = -(-n // 16) * 16
+        qkv = rng.standard_normal((bnw, n, 3 * c)).astype(np.float32)
+        merged = rng.standard_normal((nb, heads, n, n)).astype(np.float32) if nb else None
+        bias = None
+        if merged is not None:
+            bias = np.full((nb, heads, n, np_), PAD, dtype=np.float32)
+            bias[..., :n] = merged * np.float32(LOG2E)
+        for code, tol in ((0, 1e-5), (1, 4e-2)):
+            x = qkv if code == 0 else _bf16(qkv)
+            xf = (qkv if code == 0 else _from_bf16(x)).astype(np.float64)
+            q, k, v = xf.reshape(bnw, n, 3, heads, d).transpose(2, 0, 3, 1, 4)  # 3 × (bnw, heads, n, d)
+            logits = q @ k.transpose(0, 1, 3, 2) * d**-0.5
+            if merged is not None:
+                logits = logits + np.tile(merged.astype(np.float64), (bnw // nb, 1, 1, 1))
+            p = np.exp(logits - logits.max(-1, keepdims=True))
+            want = ((p / p.sum(-1, keepdims=True)) @ v).transpose(0, 2, 1, 3).reshape(bnw, n, c)
+            out = np.zeros((bnw, n, c), dtype=np.float32 if code == 0 else np.uint16)
+            x = np.ascontiguousarray(x)
+            rc = lib.swinlab_window_attention(code, x.ctypes.data, None if bias is None else bias.ctypes.data,
+                                              out.ctypes.data, bnw, nb or 1, n, heads, d, d**-0.5,
+                                              torch.get_num_threads(), 0)
+            got = (out if code == 0 else _from_bf16(out)).astype(np.float64)
+            err = float(np.abs(got - want).max()) if rc == 0 else float("inf")
+            if not err <= tol * max(1.0, float(np.abs(want).max())):
+                dtype = "float32" if code == 0 else "bfloat16"
+                return (f"its self-check disagrees with a float64 softmax in {dtype} (N={n}, d={d}): "
+                        f"{'max error ' + format(err, '.3g') if rc == 0 else f'returned {rc}'}")
+    return None
+
+
+__all__ = [
+    "DEVICES",
+    "attend_windows",
+    "auto_eligible",
+    "available",
+    "build",
+    "kernel_bias",
+    "native_window_attention",
+    "supports",
+    "unavailable_reason",
+    "window_attention",
+]
