@@ -19,7 +19,7 @@ LAYERS = [
     {"layers"},
     {"models"},
     {"weights", "data"},
-    {"analysis"},
+    {"analysis", "deploy"},
     {"train"},
     {"cli"},
 ]

@@ -20,7 +20,13 @@ from swinlab import create_model
 from swinlab.cli import main
 from swinlab.data import ImageDataModule, SyntheticPatterns, eval_transform
 from swinlab.data import fashion_mnist as fm
-from swinlab.data.transforms import FASHION_MEAN, FASHION_STD, IMAGENET_MEAN, IMAGENET_STD
+from swinlab.data.transforms import (
+    FASHION_MEAN,
+    FASHION_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    default_normalization,
+)
 from swinlab.train import (
     AtomicCheckpointIO,
     evaluate,
@@ -32,7 +38,7 @@ from swinlab.train import (
     warmup_cosine,
     warmup_cosine_factor,
 )
-from swinlab.train.run import _norm_stats, load_checkpoint
+from swinlab.train.run import load_checkpoint
 from swinlab.weights import CheckpointError
 
 
@@ -309,13 +315,13 @@ def test_norm_stats_match_the_transforms(channels, mean, std):
     # what export writes into a model file (and predict falls back to) is what training normalized with
     assert mean == ((0.2860,) if channels == 1 else (0.485, 0.456, 0.406))
     assert std == ((0.3530,) if channels == 1 else (0.229, 0.224, 0.225))
-    assert _norm_stats(channels) == (list(mean), list(std))
+    assert default_normalization(channels) == (list(mean), list(std))
     dm = ImageDataModule("synthetic", img_size=(16, 16), channels=channels, synthetic_size=20,
                          augment={"crop_padding": 2})
     dm.setup("fit")
     for split in (dm.train_set, dm.val_set):
         (norm,) = [t for t in split.transform.transforms if isinstance(t, v2.Normalize)]
-        assert (norm.mean, norm.std) == _norm_stats(channels)
+        assert (norm.mean, norm.std) == default_normalization(channels)
     # and applied: a uniform grey image v becomes (v/255 - mean) / std per channel
     grey = torch.full((channels, 16, 16), 200, dtype=torch.uint8)
     out = dm.val_set.transform(grey)

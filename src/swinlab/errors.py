@@ -39,12 +39,17 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """A checkpoint path that does not exist."""
 
 
+class ExportError(SwinlabError, RuntimeError):
+    """A model that could not be exported, or whose exported graph does not answer like the model."""
+
+
 __all__ = [
     "CheckpointError",
     "CheckpointNotFoundError",
     "ConfigError",
     "DataError",
     "DataNotFoundError",
+    "ExportError",
     "SwinlabError",
     "UnknownFieldError",
 ]

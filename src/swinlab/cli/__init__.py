@@ -9,9 +9,11 @@
                   [--strategy S] [--accelerator A] [--smoke] [--strict]
                   [--config FILE] [--set FIELD=VALUE ...] [--print-config] [--base-lr LR] ...
     swinlab eval CHECKPOINT [--data ...] [--data-dir D] [--model M] [--limit N] [--json]
-    swinlab predict CHECKPOINT IMAGE [IMAGE ...] [--topk K] [--json]
+    swinlab predict CHECKPOINT|MODEL.onnx|MODEL.pt2 IMAGE [IMAGE ...] [--topk K] [--json]
     swinlab demo [--out runs/demo] [--quick] [--data-dir D]
     swinlab convert SOURCE_FILE OUTPUT --source timm|torchvision|official [--model M] [--img-size H [W]]
+    swinlab export CHECKPOINT OUT [--format onnx|exported-program] [--dynamic] [--img-size H [W]]
+                   [--precision 32-true|bf16-true]
     swinlab study ablations [--data D] [--seeds N] [--epochs N] [--train-limit N] [--out DIR]
                             [--only NAME ...] [--work DIR] [--report-only] [--smoke] [--threads N]
     swinlab bench MODEL [MODEL ...] [--batch-size N] [--img-size H [W]] [--mode infer train] ...
@@ -34,7 +36,7 @@ import sys
 from types import ModuleType
 
 from ..errors import SwinlabError
-from . import bench, convert, demo, predict, profile, study, train
+from . import bench, convert, demo, export, predict, profile, study, train
 from . import eval as eval_command
 from . import list as list_command
 
@@ -46,6 +48,7 @@ COMMANDS: dict[str, ModuleType] = {
     "predict": predict,
     "demo": demo,
     "convert": convert,
+    "export": export,
     "study": study,
     "bench": bench,
 }

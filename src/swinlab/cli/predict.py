@@ -18,12 +18,13 @@ HELP = "top-k classes of image files"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Declare the arguments of ``swinlab predict``."""
-    p.add_argument("checkpoint", help="a swinlab .safetensors checkpoint")
+    p.add_argument("checkpoint", help="a swinlab .safetensors checkpoint, or an exported .onnx / .pt2 "
+                                      "(swinlab export; ONNX runs through ONNX Runtime)")
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, WebP, BMP)")
     p.add_argument("--topk", type=positive_int, default=5)
-    p.add_argument("--precision", choices=PRECISIONS, default="32-true",
-                   help="32-true (default, float32-exact), bf16-true, bf16-mixed, auto (bf16-true where "
-                        "the CPU has native bf16)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="32-true (default for a checkpoint, float32-exact), bf16-true, bf16-mixed, auto "
+                        "(bf16-true where the CPU has native bf16); an exported model runs in its own")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 

@@ -40,9 +40,17 @@ class RandAugmentMstd(v2.RandAugment):
         return super().forward(*inputs)
 
 
+def default_normalization(channels: int) -> tuple[list[float], list[float]]:
+    """The ``(mean, std)`` a model of ``channels`` input channels is normalized with when its checkpoint
+    names none: ImageNet's for RGB, Fashion-MNIST's for grayscale."""
+    if channels == 3:
+        return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    return list(FASHION_MEAN), list(FASHION_STD)
+
+
 def _normalize(channels: int, mean: Sequence[float] | None, std: Sequence[float] | None) -> v2.Normalize:
     if mean is None or std is None:
-        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else (FASHION_MEAN, FASHION_STD)
+        mean, std = default_normalization(channels)
     if len(mean) != channels:  # e.g. RGB statistics for a grayscale model: their average
         mean, std = [sum(mean) / len(mean)] * channels, [sum(std) / len(std)] * channels
     return v2.Normalize(mean=list(mean), std=list(std))

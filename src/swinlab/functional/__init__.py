@@ -2,7 +2,7 @@
 masks) and relative-position indices. Every other package may import it; it imports nothing of swinlab.
 """
 
-from .pair import Pair, is_static, static_zero, to_pair
+from .pair import Pair, is_static, round_up, static_zero, to_pair
 from .windows import (
     cyclic_shift,
     fit_window,
@@ -28,6 +28,7 @@ __all__ = [
     "relative_bias",
     "relative_position_index",
     "reverse_unshift",
+    "round_up",
     "shift_partition",
     "shifted_window_mask",
     "static_zero",

@@ -26,3 +26,13 @@ def static_zero(*values) -> bool:
 def is_static(*values) -> bool:
     """Whether every value is a plain int (not a ``SymInt`` of a dynamic export)."""
     return all(isinstance(v, int) for v in values)
+
+
+def round_up(n, m: int):
+    """``n`` rounded up to a multiple of ``m`` (``n`` an int or a ``SymInt``).
+
+    Written as ``⌈n/m⌉·m`` rather than ``n + (-n) mod m``: equal on ints, but on a dynamic export's
+    ``SymInt`` the product keeps every size derived from it (padded maps, window counts, the views
+    over them) a simple expression that ``torch.export`` resolves at once, where nested ``Mod``
+    terms made its symbolic simplifier run for minutes on one Swin."""
+    return (n + m - 1) // m * m

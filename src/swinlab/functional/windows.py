@@ -26,7 +26,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from .pair import Pair, is_static, static_zero
+from .pair import Pair, is_static, round_up, static_zero
 
 
 def fit_window(map_size: Pair, window_size: Pair, shift_size: Pair) -> tuple[Pair, Pair]:
@@ -56,7 +56,7 @@ def fit_window(map_size: Pair, window_size: Pair, shift_size: Pair) -> tuple[Pai
     for s, m in zip(map_size, window_size, strict=True):
         torch._check(s >= m, lambda: f"a map side smaller than the window {tuple(window_size)} "
                                      "cannot be traced with a dynamic size")
-    shift = tuple(sh if static_zero(sh) else torch.sym_min(sh, s + (-s) % m - m)
+    shift = tuple(sh if static_zero(sh) else torch.sym_min(sh, round_up(s, m) - m)
                   for s, m, sh in zip(map_size, window_size, shift_size, strict=True))
     return tuple(window_size), shift  # type: ignore[return-value]
 
@@ -64,8 +64,8 @@ def fit_window(map_size: Pair, window_size: Pair, shift_size: Pair) -> tuple[Pai
 def pad_to_windows(x: torch.Tensor, window: Pair) -> torch.Tensor:
     """Zero-pad ``x`` of shape ``(B, H, W, C)`` at the bottom/right to multiples of ``window``."""
     _, h, w, _ = x.shape
-    pad_h = (-h) % window[0]
-    pad_w = (-w) % window[1]
+    pad_h = round_up(h, window[0]) - h
+    pad_w = round_up(w, window[1]) - w
     if not static_zero(pad_h, pad_w):
         x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # (B, Hp, Wp, C)
     return x
@@ -87,7 +87,7 @@ def window_partition(x: torch.Tensor, window: Pair) -> torch.Tensor:
     b, h, w, c = x.shape
     mh, mw = window
     x = x.view(b, h // mh, mh, w // mw, mw, c)  # (B, H/Mh, Mh, W/Mw, Mw, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, mh * mw, c)  # (B*nW, Mh*Mw, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b * (h // mh) * (w // mw), mh * mw, c)  # (B*nW, Mh*Mw, C)
 
 
 def window_reverse(windows: torch.Tensor, window: Pair, map_size: Pair) -> torch.Tensor:
@@ -118,13 +118,30 @@ def window_order(map_size: Pair, window: Pair, shift: Pair,
 def _window_order(map_size: Pair, window: Pair, shift: Pair,
                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     h, w = map_size
-    rows = (torch.arange(h) + shift[0]) % h  # the roll by -shift as index arithmetic (a shift may be
-    cols = (torch.arange(w) + shift[1]) % w  # a SymInt in a dynamic export)
-    tokens = (rows[:, None] * w + cols[None, :]).view(1, h, w, 1)  # each rolled token's flat position
-    order = window_partition(tokens, window).reshape(-1)  # (H*W,)
+    rows, cols = _partition_coords(map_size, window)  # (H*W,) each: window order → map position
+    # the roll by -shift as index arithmetic (a shift may be a SymInt in a dynamic export)
+    order = _mod(rows + shift[0], h) * w + _mod(cols + shift[1], w)  # (H*W,)
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(h * w)
     return order.to(device), inverse.to(device)
+
+
+def _partition_coords(map_size: Pair, window: Pair, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column ``(H*W,)`` of the map position of each token of ``window_partition``'s order.
+
+    Pure index arithmetic (no view of a permuted tensor, whose strides ``torch.export`` would check
+    against a window count of one), so the sides may be ``SymInt``s."""
+    h, w = map_size
+    mh, mw = window
+    j = torch.arange(h * w, device=device)
+    k, t = j // (mh * mw), j % (mh * mw)  # window (row-major over windows), token within it
+    return (k // (w // mw)) * mh + t // mw, _mod(k, w // mw) * mw + t % mw
+
+
+def _mod(a: torch.Tensor, n) -> torch.Tensor:
+    """``a mod n`` for ``a ≥ 0`` as ``a - ⌊a/n⌋·n``: the same on ints, and ONNX's exporter takes a
+    ``SymInt`` ``n`` in a division where it refuses one in ``remainder``."""
+    return a - (a // n) * n
 
 
 @lru_cache(maxsize=128)
@@ -132,6 +149,28 @@ def _window_order(map_size: Pair, window: Pair, shift: Pair,
 def _window_order_cached(map_size: Pair, window: Pair, shift: Pair,
                          device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return _window_order(map_size, window, shift, device)
+
+
+def padded_window_order(map_size: Pair, window: Pair, shift: Pair,
+                        device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad, roll and partition as one gather, and its inverse with the crop: ``(gather, scatter)``.
+
+    ``gather`` ``(Hp*Wp,)`` indexes the ``H*W`` tokens of an *unpadded* map followed by one zero token
+    (index ``H*W``, for the padding): ``cat([x.flatten(1, 2), zeros], 1)[:, gather]`` equals
+    ``window_partition(cyclic_shift(pad_to_windows(x), shift), window)`` flattened. ``scatter``
+    ``(H*W,)`` gives each real token's place in that window order, so ``windows[:, scatter]`` is the
+    reverse, unshifted and cropped map. Nothing depends on a branch on the size: this is the form a
+    dynamic export takes, where padding and cropping by slices would tie the graph to the traced
+    size (``map_size`` and ``shift`` may be ``SymInt``s).
+    """
+    h, w = map_size
+    hp, wp = round_up(h, window[0]), round_up(w, window[1])
+    order, inverse = _window_order((hp, wp), window, shift, torch.device(device or "cpu"))
+    rows, cols = torch.arange(hp, device=device), torch.arange(wp, device=device)
+    inside = (rows[:, None] < h) & (cols[None, :] < w)  # (Hp, Wp)
+    source = torch.where(inside, rows[:, None] * w + cols[None, :], h * w).reshape(-1)  # (Hp*Wp,)
+    real = (torch.arange(h, device=device)[:, None] * wp + torch.arange(w, device=device)[None, :])
+    return source[order], inverse[real.reshape(-1)]
 
 
 class _Permute(torch.autograd.Function):
@@ -215,7 +254,11 @@ def shifted_window_mask(
     if static_zero(*shift):
         return None
     ids = region_ids(map_size, window, shift, device=device)  # (H, W)
-    win = window_partition(ids[None, :, :, None], window).squeeze(-1)  # (nW, N)
+    if is_static(*map_size):
+        win = window_partition(ids[None, :, :, None], window).squeeze(-1)  # (nW, N)
+    else:  # a dynamic export: the same order by index arithmetic
+        rows, cols = _partition_coords(map_size, window, device)
+        win = ids[rows, cols].view(-1, window[0] * window[1])  # (nW, N)
     different = win[:, :, None] != win[:, None, :]  # (nW, N, N)
     return torch.zeros(different.shape, dtype=dtype, device=device).masked_fill_(different, -100.0)
 

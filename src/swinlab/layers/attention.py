@@ -16,7 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..functional.windows import Pair, fit_window, pad_to_windows, reverse_unshift, shift_partition
+from ..functional.pair import is_static, round_up
+from ..functional.windows import (
+    Pair,
+    fit_window,
+    pad_to_windows,
+    padded_window_order,
+    reverse_unshift,
+    shift_partition,
+)
 from ..kernels import WindowSpec, get_window_attention, get_windows_attention
 from .linear import Linear
 from .position import RelativePositionBias
@@ -75,8 +83,10 @@ class WindowAttention(nn.Module):
         window, shift = self.windows_for((h, w))
         spec = WindowSpec(num_heads=self.num_heads, window=window, shift=shift, table_window=self.window_size,
                           scale=self.scale, mask_shifted=self.mask_shifted, use_qk=self.use_qk)
-        x = pad_to_windows(x, window)  # (B, Hp, Wp, C)
         table = self.rel_pos.table if self.rel_pos is not None else None
+        if self._attend_windows is not None and not is_static(h, w):  # a dynamic export: gathers
+            return self._dynamic_windows(x, table, spec, window, shift)
+        x = pad_to_windows(x, window)  # (B, Hp, Wp, C)
         if self._attend_windows is None:  # a fused kernel that shifts and partitions by index
             out = self._attend(self.qkv(x), table, spec)  # (B, Hp, Wp, C)
             return self.proj(out[:, :h, :w])  # (B, H, W, C)
@@ -87,6 +97,19 @@ class WindowAttention(nn.Module):
         out = self._attend_windows(self.qkv(windows), table, spec, map_size=(hp, wp))  # (B*nW, N, C)
         out = reverse_unshift(self.proj(out), window, shift, (hp, wp))  # (B, Hp, Wp, C)
         return out[:, :h, :w]  # (B, H, W, C)
+
+    def _dynamic_windows(self, x, table, spec: WindowSpec, window: Pair, shift: Pair) -> torch.Tensor:
+        """The forward for a ``SymInt`` height or width (``torch.export`` with dynamic sizes): the same
+        maths, with the padding, shift, partition and their inverse as two gathers
+        (:func:`~swinlab.functional.windows.padded_window_order`) instead of pads and slices."""
+        b, h, w, c = x.shape
+        hp, wp = round_up(h, window[0]), round_up(w, window[1])
+        gather, scatter = padded_window_order((h, w), window, shift, x.device)
+        tokens = torch.cat([x.reshape(b, h * w, c), x.new_zeros(b, 1, c)], dim=1)  # (B, H*W+1, C)
+        windows = tokens.index_select(1, gather).view(-1, window[0] * window[1], c)  # (B*nW, N, C)
+        out = self._attend_windows(self.qkv(windows), table, spec, map_size=(hp, wp))  # (B*nW, N, C)
+        out = self.proj(out).reshape(b, hp * wp, c).index_select(1, scatter)  # (B, H*W, C)
+        return out.view(b, h, w, c)
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, heads={self.num_heads}, window={self.window_size}, "

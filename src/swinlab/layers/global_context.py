@@ -18,7 +18,6 @@ it falls back to ``grid``, so evaluation is deterministic whatever the sampler).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -73,9 +72,18 @@ class GlobalContextConfig:
 def grid_shape(map_size: tuple[int, int], k: int) -> tuple[int, int]:
     """A ``(gh, gw)`` grid of about ``k`` points that follows the map's aspect, within the map."""
     h, w = map_size
-    gh = max(1, min(h, round(math.sqrt(k * h / w))))
-    gw = max(1, min(w, round(k / gh)))
+    # torch.sym_* are the builtins on ints and stay symbolic on a dynamic export's SymInts, so an
+    # exported graph computes the grid from the size it is given.
+    gh = torch.sym_max(1, torch.sym_min(h, _round((k * h / w) ** 0.5)))  # ** 0.5: ONNX has no sym_sqrt
+    gw = torch.sym_max(1, torch.sym_min(w, _round(k / gh)))
     return gh, gw
+
+
+def _round(x):
+    """``x ≥ 0`` rounded half up, ``⌊x + ½⌋``, on a float or a ``SymFloat`` alike (Python's ``round``
+    rounds half to even, and an exported program can serialize neither it nor a branch on a
+    ``SymFloat``). The two differ only at exact halves, which none of the presets' maps meets."""
+    return torch.sym_int(x + 0.5)
 
 
 def sample_tokens(x: torch.Tensor, k: int, sampler: str, training: bool) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..functional.pair import static_zero
+from ..functional.pair import round_up, static_zero
 from .linear import Linear
 
 
@@ -38,7 +38,7 @@ class PatchEmbed(nn.Module):
                 f"in_chans={x.shape[1] if x.ndim == 4 else '...'}"
             )
         p = self.patch_size
-        pad_h, pad_w = (-x.shape[2]) % p, (-x.shape[3]) % p
+        pad_h, pad_w = round_up(x.shape[2], p) - x.shape[2], round_up(x.shape[3], p) - x.shape[3]
         if not static_zero(pad_h, pad_w):  # SymInt pads of a dynamic export: always pad (maybe by 0)
             x = F.pad(x, (0, pad_w, 0, pad_h))
         x = self.proj(x).permute(0, 2, 3, 1)  # (B, H/P, W/P, C)
@@ -60,9 +60,10 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
-        if not static_zero(h % 2, w % 2):
-            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
-            h, w = h + h % 2, w + w % 2
+        pad_h, pad_w = round_up(h, 2) - h, round_up(w, 2) - w
+        if not static_zero(pad_h, pad_w):
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+            h, w = round_up(h, 2), round_up(w, 2)
         x = x.view(b, h // 2, 2, w // 2, 2, c)  # (B, H/2, dh, W/2, dw, C)
         x = x.permute(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)  # (B, H/2, W/2, [dw, dh, C])
         return self.reduction(self.norm(x))

@@ -27,11 +27,13 @@ from torch import nn
 
 from .. import precision as precisions
 from ..data import ImageDataModule, ImageError, eval_transform, load_image
-from ..data.transforms import FASHION_MEAN, FASHION_STD, IMAGENET_MEAN, IMAGENET_STD
-from ..errors import CheckpointError, CheckpointNotFoundError
+from ..data.transforms import default_normalization
+from ..deploy.runtime import SUFFIX_FORMATS, load_exported
+from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from ..files import atomic_open
 from ..models.registry import create_model, get_config
 from ..weights import io as wio
+from ..weights.io import saved_class_names
 from .module import ClassificationModule
 from .optim import scaled_lr
 from .recipes import TrainConfig
@@ -54,12 +56,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         with atomic_open(path, "wb") as f:
             torch.save(checkpoint, f)
-
-
-def _norm_stats(channels: int) -> tuple[list[float], list[float]]:
-    if channels == 3:
-        return list(IMAGENET_MEAN), list(IMAGENET_STD)
-    return list(FASHION_MEAN), list(FASHION_STD)
 
 
 def build_datamodule(config: TrainConfig, img_size, channels: int, *, data: str | None = None,
@@ -175,7 +171,7 @@ def export(model: nn.Module, path: str | os.PathLike, class_names: list[str] | N
     names = [str(n) for n in class_names] if class_names else [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
         raise ValueError(f"{len(names)} class names for a model of {num_classes} classes: {names}")
-    mean, std = _norm_stats(channels)
+    mean, std = default_normalization(channels)
     meta = {"swinlab.class_names": json.dumps(names),
             "swinlab.normalize": json.dumps({"mean": mean, "std": std}),
             "swinlab.data": config.data, "swinlab.recipe": json.dumps(config.to_dict(), default=str),
@@ -198,18 +194,6 @@ def load_checkpoint(checkpoint: str | os.PathLike, model: str | None = None) -> 
         target = create_model(model, **overrides)
     net = wio.load(checkpoint, target)
     return net.eval(), meta
-
-
-def saved_class_names(meta: dict, num_classes: int) -> list[str]:
-    """The class names a checkpoint's metadata carries (see :func:`export`); the indices as names
-    for a checkpoint without them (a converted one) or with a list of the wrong length."""
-    names = json.loads(meta.get("swinlab.class_names", "[]"))
-    if len(names) == num_classes:
-        return [str(n) for n in names]
-    if names:
-        logger.warning("the checkpoint names %d classes but its model has %d; using the indices as names",
-                       len(names), num_classes)
-    return [str(i) for i in range(num_classes)]
 
 
 def evaluate(checkpoint: str | os.PathLike, data: str | None = None, data_dir: str | None = None, *,
@@ -259,10 +243,17 @@ def evaluate(checkpoint: str | os.PathLike, data: str | None = None, data_dir: s
 
 @torch.no_grad()
 def predict(checkpoint: str | os.PathLike, image_paths: list[str | os.PathLike], topk: int = 5,
-            batch_size: int = 64, precision: str = "32-true") -> list[dict]:
+            batch_size: int = 64, precision: str | None = None) -> list[dict]:
     """Top-``topk`` classes with probabilities for each image file; an unreadable file is reported in
-    its entry and the others are still predicted. ``precision``: a :mod:`swinlab.precision` name
-    (float32-exact by default; ``auto``: ``bf16-true`` on a CPU with native bf16), on the CPU.
+    its entry and the others are still predicted.
+
+    Args:
+        checkpoint: a swinlab ``.safetensors``, or a model exported by :func:`swinlab.deploy.export`
+            (``.onnx``, run by ONNX Runtime; ``.pt2``, a ``torch.export`` program), so a deployment
+            artefact is checked with the same command.
+        precision: a :mod:`swinlab.precision` name for a checkpoint (default ``32-true``, float32-exact;
+            ``auto``: ``bf16-true`` on a CPU with native bf16), on the CPU. An exported model runs in
+            the precision it was exported in; naming another is an error.
 
     Returns:
         One entry per path, in order: ``{"path": str, "top": [{"label": str, "index": int,
@@ -272,29 +263,41 @@ def predict(checkpoint: str | os.PathLike, image_paths: list[str | os.PathLike],
     Raises:
         CheckpointError: for a missing or unloadable checkpoint (nothing is predicted then).
     """
-    net, meta = load_checkpoint(checkpoint)
-    prec = precisions.resolve(precision, "cpu", training=False)
-    net = precisions.cast_model(net, prec)
-    cfg = net.config
-    names = saved_class_names(meta, cfg.num_classes)
-    norm = json.loads(meta["swinlab.normalize"]) if "swinlab.normalize" in meta else None
-    mean, std = (norm["mean"], norm["std"]) if norm else _norm_stats(cfg.in_chans)
-    tf = eval_transform(cfg.img_size, channels=cfg.in_chans, mean=mean, std=std)
-    k = min(topk, cfg.num_classes)
+    if Path(checkpoint).suffix in SUFFIX_FORMATS:
+        exported = load_exported(checkpoint)
+        if precision is not None and precisions.check(precision) != exported.precision:
+            raise ConfigError(f"{checkpoint} was exported in {exported.precision} and runs only in it; "
+                              f"drop --precision {precision}, or export again in it")
+        names, channels, size = exported.class_names, exported.channels, exported.img_size
+        mean, std, run = exported.mean, exported.std, exported.logits
+    else:
+        net, meta = load_checkpoint(checkpoint)
+        prec = precisions.resolve(precision or "32-true", "cpu", training=False)
+        net = precisions.cast_model(net, prec)
+        cfg = net.config
+        names, channels, size = saved_class_names(meta, cfg.num_classes), cfg.in_chans, cfg.img_size
+        norm = json.loads(meta["swinlab.normalize"]) if "swinlab.normalize" in meta else None
+        mean, std = (norm["mean"], norm["std"]) if norm else default_normalization(cfg.in_chans)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with precisions.autocast(prec):
+                return net(precisions.cast_input(x, prec))
+
+    tf = eval_transform(size, channels=channels, mean=mean, std=std)
+    k = min(topk, len(names))
     results: list[dict] = [{"path": str(p)} for p in image_paths]
     for start in range(0, len(results), batch_size):
         entries, images = [], []  # the readable files of this chunk, decoded one chunk at a time
         for entry in results[start:start + batch_size]:
             try:
-                images.append(tf(load_image(entry["path"], cfg.in_chans)))
+                images.append(tf(load_image(entry["path"], channels)))
                 entries.append(entry)
             except ImageError as e:
                 entry["error"] = str(e)
                 logger.debug("not predicted: %s", e)
         if not images:
             continue
-        with precisions.autocast(prec):
-            probs = net(precisions.cast_input(torch.stack(images), prec)).float().softmax(-1)  # (B, K)
+        probs = run(torch.stack(images)).float().softmax(-1)  # (B, K)
         p, idx = probs.topk(k, dim=-1)  # (B, k)
         for entry, pj, ij in zip(entries, p.tolist(), idx.tolist(), strict=True):
             entry["top"] = [{"label": names[c], "index": int(c), "prob": float(q)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -24,8 +25,10 @@ from ..files import atomic_path
 from ..models.registry import build_from_config, config_classes
 from .conversion import convert, infer_swin_config, unwrap
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["FORMAT_VERSION", "CheckpointError", "CheckpointNotFoundError", "config_from_json",
-           "config_to_json", "load", "load_state_dict", "read_state_dict", "save"]
+           "config_to_json", "load", "load_state_dict", "read_state_dict", "save", "saved_class_names"]
 
 FORMAT_VERSION = "1"
 
@@ -156,3 +159,15 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, *, source: str
         model = build_from_config(config)
     load_state_dict(model, sd, strict=strict)
     return model
+
+
+def saved_class_names(meta: dict, num_classes: int) -> list[str]:
+    """The class names a checkpoint's metadata carries (``swinlab.train.export`` writes them); the
+    indices as names for a checkpoint without them (a converted one) or with a list of the wrong length."""
+    names = json.loads(meta.get("swinlab.class_names", "[]"))
+    if len(names) == num_classes:
+        return [str(n) for n in names]
+    if names:
+        logger.warning("the checkpoint names %d classes but its model has %d; using the indices as names",
+                       len(names), num_classes)
+    return [str(i) for i in range(num_classes)]
