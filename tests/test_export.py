@@ -71,8 +71,9 @@ def test_a_dynamic_export_answers_like_the_model_at_every_size(tmp_path, name, s
 
 
 @pytest.mark.parametrize("suffix", [".onnx", ".pt2"])
-def test_a_static_export_keeps_the_batch_dynamic(tmp_path, suffix):
-    model = _model("mixer_pico")
+@pytest.mark.parametrize("name", ["mixer_pico", "resmlp_pico", "gmlp_pico"])
+def test_a_static_export_keeps_the_batch_dynamic(tmp_path, name, suffix):
+    model = _model(name)
     export(model, tmp_path / f"m{suffix}")
     _assert_matches(tmp_path / f"m{suffix}", model, [(1, 32, 32), (5, 32, 32)])
 

@@ -1,4 +1,7 @@
-"""MLP-Mixer (Tolstikhin et al., "MLP-Mixer: An all-MLP Architecture for Vision", NeurIPS 2021).
+"""MLP-Mixer (Tolstikhin et al., "MLP-Mixer: An all-MLP Architecture for Vision", NeurIPS 2021),
+and the two all-MLP models built on the same patch-sequence skeleton (``MixerConfig.block``):
+ResMLP (Touvron et al., "ResMLP: Feedforward networks for image classification with data-efficient
+training", 2021) and gMLP (Liu et al., "Pay Attention to MLPs", NeurIPS 2021).
 
 P×P patches → linear embedding C → ``depth`` Mixer layers, each a token-mixing MLP (shared across
 channels, mixing the S patches: S → D_S → S) and a channel-mixing MLP (shared across patches,
@@ -9,6 +12,22 @@ C → D_C → C), both pre-norm with a residual (Eq. 1 of the paper)::
 
 → final LN → global average pool → linear head. Parameter names are timm's ``MlpMixer``
 (``stem.proj``, ``blocks.i.{norm1, mlp_tokens, norm2, mlp_channels}``, ``norm``, ``head``).
+
+ResMLP (``block="resmlp"``) replaces each LayerNorm by a per-channel affine map ``Aff(x) = α⊙x + β``,
+mixes tokens with one linear layer ``S → S`` (no MLP), and scales both residual branches by a learned
+per-channel LayerScale (``ls1``, ``ls2``, initialized to ``layer_scale_init``)::
+
+    Z = X + ls1 ⊙ (A Aff₁(X)ᵀ)ᵀ,      Y = Z + ls2 ⊙ MLP(Aff₂(Z))
+
+gMLP (``block="gmlp"``) has one branch per block: LN, a channel projection to ``D_C`` with GELU, the
+spatial gating unit (split the ``D_C`` channels in halves u, v; ``s(v) = W LN(v) + b`` mixes v across
+the S tokens, initialized to ``W ≈ 0, b = 1``; output ``u ⊙ s(v)``), and a projection back to C::
+
+    Y = X + W₂ SGU(σ(W₁ LN(X)))
+
+Parameter names are timm's for all three (``blocks.i.{norm1, linear_tokens, norm2, mlp_channels, ls1,
+ls2}`` with ``.alpha``/``.beta`` affine norms for ResMLP; ``blocks.i.{norm, mlp_channels.{fc1, gate.norm,
+gate.proj, fc2}}`` for gMLP), so timm's ``resmlp_*`` and ``gmlp_*`` weights load by name.
 
 The token-mixing weights are sized for S = (H/P)·(W/P) patches, so a model takes only images that
 give the patch grid of its ``img_size``; build it with another ``img_size`` for other inputs.
@@ -23,13 +42,14 @@ from torch import nn
 
 from ..functional.pair import Pair
 from ..kernels.linear import BACKENDS as LINEAR_BACKENDS
-from ..layers import DropPath, Mlp, PatchEmbed
+from ..layers import DropPath, Linear, Mlp, PatchEmbed
 from ..layers.mlp import drop_path_rates
 from .base import Classifier
 from .config import ConfigMixin, to_pair
 from .registry import register
 
-LN_EPS = 1e-6  # the reference (big_vision / timm) Mixer LayerNorm epsilon
+LN_EPS = 1e-6  # the reference (big_vision / timm) Mixer LayerNorm epsilon (gMLP's too)
+BLOCKS = ("mixer", "resmlp", "gmlp")
 
 
 
@@ -46,6 +66,8 @@ class MixerConfig(ConfigMixin):
     drop_rate: float = 0.0  # dropout before the head
     drop_path_rate: float = 0.0  # stochastic depth of the last layer; rises linearly from 0
     linear_backend: str = "auto"  # linear-layer GEMMs: auto | torch | onednn (swinlab.kernels.linear)
+    block: str = "mixer"  # mixer | resmlp | gmlp (see the module doc)
+    layer_scale_init: float = 1e-4  # ResMLP: the initial LayerScale (0.1 for 12 blocks, 1e-5 for 24)
     extra: dict = field(default_factory=dict, compare=False, repr=False)  # free-form notes (e.g. source)
 
     def __post_init__(self):
@@ -61,6 +83,11 @@ class MixerConfig(ConfigMixin):
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         if self.linear_backend not in LINEAR_BACKENDS:
             raise ValueError(f"linear_backend must be one of {LINEAR_BACKENDS}, got {self.linear_backend!r}")
+        if self.block not in BLOCKS:
+            raise ValueError(f"block must be one of {BLOCKS}, got {self.block!r}")
+        if self.block == "gmlp" and self.channel_mlp_dim % 2:
+            raise ValueError(f"gMLP splits its D_C={self.channel_mlp_dim} channels in halves: make "
+                             "embed_dim * mlp_ratio even")
 
     @property
     def grid_size(self) -> Pair:
@@ -102,6 +129,95 @@ class MixerBlock(nn.Module):
         return x + self.drop_path2(self.mlp_channels(self.norm2(x)))  # (B, S, C)
 
 
+class Affine(nn.Module):
+    """ResMLP's normalization: ``α ⊙ x + β`` per channel (no statistics), ``α = 1, β = 0`` at init."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, 1, dim))
+        self.beta = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.beta, self.alpha, x)
+
+
+class ResMLPBlock(nn.Module):
+    """One ResMLP layer: a linear token mixer and a channel MLP, each affine-normalized and LayerScaled."""
+
+    def __init__(self, *, dim: int, num_tokens: int, channel_mlp_dim: int, layer_scale_init: float,
+                 drop_path: float):
+        super().__init__()
+        self.norm1 = Affine(dim)
+        self.linear_tokens = Linear(num_tokens, num_tokens)
+        self.norm2 = Affine(dim)
+        self.mlp_channels = Mlp(in_features=dim, hidden_features=channel_mlp_dim)
+        self.ls1 = nn.Parameter(torch.full((dim,), layer_scale_init))
+        self.ls2 = nn.Parameter(torch.full((dim,), layer_scale_init))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mixed = self.linear_tokens(self.norm1(x).transpose(1, 2)).transpose(1, 2)  # (B, S, C)
+        x = x + self.drop_path(self.ls1 * mixed)
+        return x + self.drop_path(self.ls2 * self.mlp_channels(self.norm2(x)))  # (B, S, C)
+
+
+class SpatialGatingUnit(nn.Module):
+    """gMLP's gate: ``u ⊙ (W LN(v) + b)`` with ``[u, v]`` the halves of the channels and W mixing tokens."""
+
+    def __init__(self, *, dim: int, num_tokens: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim // 2)  # timm's default epsilon (1e-5) here
+        self.proj = Linear(num_tokens, num_tokens)
+
+    def reset_parameters(self) -> None:
+        """The paper's init: W near zero and b = 1, so each block starts close to an MLP."""
+        nn.init.normal_(self.proj.weight, std=1e-6)
+        nn.init.ones_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u, v = x.chunk(2, dim=-1)  # 2 × (B, S, D/2)
+        v = self.proj(self.norm(v).transpose(1, 2)).transpose(1, 2)  # mixed across the S tokens
+        return u * v
+
+
+class GatedMlp(nn.Module):
+    """``fc2(SGU(GELU(fc1(x))))``: C → D_C → (gate) D_C/2 → C."""
+
+    def __init__(self, *, dim: int, hidden: int, num_tokens: int):
+        super().__init__()
+        self.fc1 = Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.gate = SpatialGatingUnit(dim=hidden, num_tokens=num_tokens)
+        self.fc2 = Linear(hidden // 2, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.gate(self.act(self.fc1(x))))
+
+
+class GMLPBlock(nn.Module):
+    """One gMLP layer: ``x + GatedMlp(LN(x))``."""
+
+    def __init__(self, *, dim: int, num_tokens: int, channel_mlp_dim: int, drop_path: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.mlp_channels = GatedMlp(dim=dim, hidden=channel_mlp_dim, num_tokens=num_tokens)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(self.mlp_channels(self.norm(x)))  # (B, S, C)
+
+
+def _block(config: MixerConfig, drop_path: float) -> nn.Module:
+    c, s = config.embed_dim, config.num_patches
+    if config.block == "resmlp":
+        return ResMLPBlock(dim=c, num_tokens=s, channel_mlp_dim=config.channel_mlp_dim,
+                           layer_scale_init=config.layer_scale_init, drop_path=drop_path)
+    if config.block == "gmlp":
+        return GMLPBlock(dim=c, num_tokens=s, channel_mlp_dim=config.channel_mlp_dim, drop_path=drop_path)
+    return MixerBlock(dim=c, num_tokens=s, token_mlp_dim=config.token_mlp_dim,
+                      channel_mlp_dim=config.channel_mlp_dim, drop_path=drop_path)
+
+
 class MlpMixer(Classifier):
     """The MLP-Mixer classifier. Build it from a :class:`MixerConfig` (kept as ``.config``)."""
 
@@ -112,16 +228,15 @@ class MlpMixer(Classifier):
         self.stem = PatchEmbed(patch_size=config.patch_size, in_chans=config.in_chans, embed_dim=c,
                                norm=False)
         dpr = drop_path_rates(config.drop_path_rate, config.depth)
-        self.blocks = nn.Sequential(*[
-            MixerBlock(dim=c, num_tokens=config.num_patches, token_mlp_dim=config.token_mlp_dim,
-                       channel_mlp_dim=config.channel_mlp_dim, drop_path=dpr[i])
-            for i in range(config.depth)
-        ])
+        self.blocks = nn.Sequential(*[_block(config, dpr[i]) for i in range(config.depth)])
         self.num_features = c
-        self.norm = nn.LayerNorm(c, eps=LN_EPS)
+        self.norm = Affine(c) if config.block == "resmlp" else nn.LayerNorm(c, eps=LN_EPS)
         self.head_drop = nn.Dropout(config.drop_rate)
         self.head = self._make_head(config.num_classes)
         self._finish_init()
+        for m in self.modules():
+            if isinstance(m, SpatialGatingUnit):
+                m.reset_parameters()
 
     # --- the classifier API shared by every family -------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -166,6 +281,16 @@ _PRESETS: dict[str, tuple[MixerConfig, str]] = {
     "mixer_l32": (_L.replace(patch_size=32), "Mixer-L/32, 224²: 206M params (no head), 11.3G MACs"),
     "mixer_l16": (_L.replace(patch_size=16), "Mixer-L/16, 224²: 207M params (no head), 44.5G MACs"),
     "mixer_h14": (_H.replace(patch_size=14), "Mixer-H/14, 224²: 431M params (no head), 121G MACs"),
+    # ResMLP (Table 1 of its paper; LayerScale 0.1 for 12 blocks, 1e-5 for 24, as timm) and gMLP
+    # (Table 1 of its paper: depth 30, D_C = 6C), 224², patch 16.
+    "resmlp_s12": (_B.replace(block="resmlp", embed_dim=384, depth=12, layer_scale_init=0.1),
+                   "ResMLP-S12, 224²: 15M params, 3.0G MACs"),
+    "resmlp_s24": (_B.replace(block="resmlp", embed_dim=384, depth=24, layer_scale_init=1e-5),
+                   "ResMLP-S24, 224²: 30M params, 6.0G MACs"),
+    "gmlp_ti": (_B.replace(block="gmlp", embed_dim=128, depth=30, mlp_ratio=6.0),
+                "gMLP-Ti, 224²: 6M params, 1.4G MACs"),
+    "gmlp_s": (_B.replace(block="gmlp", embed_dim=256, depth=30, mlp_ratio=6.0),
+               "gMLP-S, 224²: 20M params, 4.5G MACs"),
     # Small images (Fashion-MNIST, 28×28×1): patch 4 → 7×7 tokens; about swin_micro_28's params and MACs.
     "mixer_micro_28": (MixerConfig(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=192,
                                    depth=8, drop_path_rate=0.1),
@@ -174,6 +299,12 @@ _PRESETS: dict[str, tuple[MixerConfig, str]] = {
     # A tiny model for tests and CPU experiments on 32×32 inputs.
     "mixer_pico": (MixerConfig(img_size=32, patch_size=4, num_classes=10, embed_dim=32, depth=2),
                    "a tiny MLP-Mixer for tests (32×32, patch 4)"),
+    "resmlp_pico": (MixerConfig(img_size=32, patch_size=4, num_classes=10, embed_dim=32, depth=2,
+                                block="resmlp", layer_scale_init=0.1),
+                    "a tiny ResMLP for tests (32×32, patch 4)"),
+    "gmlp_pico": (MixerConfig(img_size=32, patch_size=4, num_classes=10, embed_dim=32, depth=2,
+                              block="gmlp", mlp_ratio=6.0),
+                  "a tiny gMLP for tests (32×32, patch 4)"),
 }
 
 for _name, (_config, _doc) in _PRESETS.items():

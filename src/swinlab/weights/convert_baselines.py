@@ -1,4 +1,5 @@
-"""Converters from timm's ViT/DeiT (``VisionTransformer``) and ``MlpMixer`` state dicts to swinlab's.
+"""Converters from timm's ViT/DeiT (``VisionTransformer``) and ``MlpMixer`` (MLP-Mixer, ResMLP, gMLP)
+state dicts to swinlab's.
 
 Both families use timm's key names already (``patch_embed.proj``, ``blocks.i.{norm1, attn.qkv,
 attn.proj, norm2, mlp.fc1, mlp.fc2}``, ``norm``, ``head``; Mixer's ``stem.proj``,
@@ -28,17 +29,13 @@ _VIT_UNSUPPORTED = {
     "norm_pre.": "a norm before the blocks (CLIP-style pre_norm)",
     "attn_pool.": "attention pooling",
 }
-_MIXER_UNSUPPORTED = {
-    ".gate.": "a gated MLP (gMLP)",
-    ".ls1": "layer scale / affine norms (ResMLP)",
-    ".alpha": "affine norms (ResMLP)",
-}
 
 
 def detect_timm_family(sd: dict[str, torch.Tensor]) -> str | None:
     """``"vit"``, ``"mixer"`` or ``None`` (e.g. a Swin) for a timm state dict, from its keys."""
-    if "blocks.0.mlp_tokens.fc1.weight" in sd:
-        return "mixer"
+    if any(k in sd for k in ("blocks.0.mlp_tokens.fc1.weight", "blocks.0.linear_tokens.weight",
+                             "blocks.0.mlp_channels.gate.proj.weight")):
+        return "mixer"  # MLP-Mixer, ResMLP or gMLP: one swinlab family (MixerConfig.block)
     if "cls_token" in sd or "blocks.0.attn.qkv.weight" in sd:
         return "vit"
     return None
@@ -49,7 +46,6 @@ def from_timm_baseline(sd: dict[str, torch.Tensor], family: str) -> dict[str, to
     if family == "vit":
         return _from_timm_vit(sd)
     if family == "mixer":
-        _refuse(sd, _MIXER_UNSUPPORTED, "MLP-Mixer")
         return {_strip_head_fc(k): v for k, v in sd.items()}
     raise ConfigError(f"unknown baseline family {family!r}; expected 'vit' or 'mixer'")
 
