@@ -128,3 +128,73 @@ def test_parity_detects_a_wrong_model():
         with torch.no_grad():
             assert (ours(x) - ref).abs().max() > 100 * parity_tol(ref), override
             assert (ours.forward_intermediates(x)[0] - ref_map).abs().max() > 1.0, override
+
+
+# --- Hugging Face transformers (a test dependency only) --------------------------------------------
+HF = {"swin_t": ((2, 2, 6, 2), (3, 6, 12, 24), 96, 7), "swin_s": ((2, 2, 18, 2), (3, 6, 12, 24), 96, 7)}
+
+
+def _hf_swin(name: str):
+    transformers = pytest.importorskip("transformers")
+    depths, heads, dim, window = HF[name]
+    config = transformers.SwinConfig(image_size=224, patch_size=4, embed_dim=dim, depths=list(depths),
+                                     num_heads=list(heads), window_size=window, drop_path_rate=0.0,
+                                     hidden_act="gelu", num_labels=1000)
+    return randomize_(transformers.SwinForImageClassification(config))
+
+
+@pytest.mark.parametrize("name", ["swin_t", pytest.param("swin_s", marks=pytest.mark.slow)])
+def test_hf_transformers_parity(name):
+    """transformers' SwinForImageClassification state dict (source="hf") answers as transformers does:
+    224², and 200×232 (sides that pad to the patch, to the windows and at every merge)."""
+    theirs = _hf_swin(name)
+    ours = swinlab.create_model(name, window_fit="min-side").eval()  # what weights.load(source="hf") sets
+    load_state_dict(ours, convert(theirs.state_dict(), "hf"))
+    for size in [(224, 224), (200, 232), (232, 200)]:
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            ref = theirs(pixel_values=x).logits
+            assert_close_rel(ours(x), ref, what=f"logits at {size}")
+    # swinlab's default rule shifts the 7×8 last stage along its 8 (as torchvision does): not transformers
+    ours.set_window_fit("axis")
+    with torch.no_grad():
+        assert (ours(x) - ref).abs().max() > 100 * parity_tol(ref)
+
+
+def test_hf_checkpoint_loads_with_transformers_rule(tmp_path):
+    theirs = _hf_swin("swin_t")
+    torch.save(theirs.state_dict(), tmp_path / "hf.bin")
+    model = swinlab.weights.load(tmp_path / "hf.bin", source="hf")  # variant inferred from the shapes
+    assert model.config.window_fit == "min-side" and model.config.depths == (2, 2, 6, 2)
+    x = torch.randn(1, 3, 200, 232)
+    with torch.no_grad():
+        assert_close_rel(model.eval()(x), theirs(pixel_values=x).logits, what="logits")
+
+
+def _hf_v4_key(k: str) -> str:
+    """A transformers 5 Swin key in transformers 4's layout (and back unchanged if already 4's)."""
+    names = {"q": "query", "k": "key", "v": "value"}
+    k = re.sub(r"\.attention\.([qkv])_proj\.", lambda m: f".attention.self.{names[m.group(1)]}.", k)
+    k = k.replace(".attention.o_proj.", ".attention.output.dense.")
+    k = k.replace(".attention.relative_position_bias.relative_position_bias_table",
+                  ".attention.self.relative_position_bias_table")
+    return k.replace(".mlp.fc1.", ".intermediate.dense.").replace(".mlp.fc2.", ".output.dense.")
+
+
+def test_hf_conversion_refuses_what_it_is_not():
+    theirs = _hf_swin("swin_t")
+    sd = theirs.state_dict()
+    bare = {k.removeprefix("swin."): v for k, v in sd.items() if k.startswith("swin.")}
+    converted = convert(bare, "hf")  # a bare SwinModel's keys convert too (no head)
+    assert "stages.0.blocks.0.attn.qkv.weight" in converted and "head.weight" not in converted
+    v4 = {_hf_v4_key(k): v for k, v in sd.items()}  # the hub checkpoints' layout (transformers 4)
+    assert v4.keys() != sd.keys()
+    for k, v in convert(v4, "hf").items():
+        assert torch.equal(v, convert(sd, "hf")[k]), k
+    key = next(k for k in sd if k.endswith("layers.0.blocks.0.attention.k_proj.weight")
+               or k.endswith("layers.0.blocks.0.attention.self.key.weight"))
+    del sd[key]
+    with pytest.raises(ValueError, match=r"\['query', 'value'\] of query/key/value weights"):
+        convert(sd, "hf")
+    with pytest.raises(ValueError, match="not a transformers Swin state dict"):
+        convert({"layers.0.blocks.0.attn.qkv.weight": torch.zeros(1)}, "hf")

@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Declare the arguments of ``swinlab convert``."""
     p.add_argument("source_file", help="a peer checkpoint (.pth, .pt, .bin, .ckpt or .safetensors)")
     p.add_argument("output", help="the swinlab checkpoint to write (.safetensors, config inside)")
-    p.add_argument("--source", required=True, choices=["timm", "torchvision", "official"],
+    p.add_argument("--source", required=True, choices=["timm", "torchvision", "official", "hf"],
                    help="the layout of the peer checkpoint")
     p.add_argument("--model", help="the registered model it is for (default: inferred from its shapes)")
     p.add_argument("--img-size", type=positive_int, nargs="+", metavar="H [W]",

@@ -28,18 +28,25 @@ import torch.nn.functional as F
 
 from .pair import Pair, is_static, round_up, static_zero
 
+WINDOW_FITS = ("axis", "min-side")
 
-def fit_window(map_size: Pair, window_size: Pair, shift_size: Pair) -> tuple[Pair, Pair]:
+
+def fit_window(map_size: Pair, window_size: Pair, shift_size: Pair,
+               rule: str = "axis") -> tuple[Pair, Pair]:
     """The window and shift a stage uses on a map of ``map_size``.
 
     Where a side of the map is not larger than the window, the window shrinks to that side and the
     shift along it is dropped (as the official and timm code do): one window then covers the side,
-    so there is nothing to shift.
+    so there is nothing to shift. ``rule="min-side"`` is Hugging Face transformers' rule: where the
+    *shorter* side is not larger than the window, the shift is dropped along both sides (a 7×8 map
+    with 7×7 windows shifts along neither; ``"axis"`` shifts along the 8).
 
     Args:
         map_size: ``(H, W)`` of the unpadded map.
         window_size: the configured ``(Mh, Mw)``.
         shift_size: the configured ``(Sh, Sw)`` (``(0, 0)`` for W-MSA blocks).
+        rule: ``"axis"`` (each side on its own; swinlab's default, as torchvision and the official code)
+            or ``"min-side"``.
 
     Returns:
         ``(window, shift)`` as pairs.
@@ -49,15 +56,19 @@ def fit_window(map_size: Pair, window_size: Pair, shift_size: Pair) -> tuple[Pai
     ``torch._check``), and the shift is dropped without a branch: ``min(S, Hp - M)`` is ``S`` on a
     map of several windows (``Hp ≥ 2M``) and 0 on a map of one (``Hp = M``).
     """
+    if rule not in WINDOW_FITS:
+        raise ValueError(f"window fit rule must be one of {WINDOW_FITS}, got {rule!r}")
+    sides = map_size if rule == "axis" else (min(map_size),) * 2 if is_static(*map_size) else \
+        (torch.sym_min(*map_size),) * 2  # the side each axis's shift is decided on
     if is_static(*map_size):
         window = tuple(min(m, s) for m, s in zip(window_size, map_size, strict=True))
-        shift = tuple(0 if s <= m else sh for s, m, sh in zip(map_size, window_size, shift_size, strict=True))
+        shift = tuple(0 if s <= m else sh for s, m, sh in zip(sides, window_size, shift_size, strict=True))
         return window, shift  # type: ignore[return-value]
     for s, m in zip(map_size, window_size, strict=True):
         torch._check(s >= m, lambda: f"a map side smaller than the window {tuple(window_size)} "
                                      "cannot be traced with a dynamic size")
     shift = tuple(sh if static_zero(sh) else torch.sym_min(sh, round_up(s, m) - m)
-                  for s, m, sh in zip(map_size, window_size, shift_size, strict=True))
+                  for s, m, sh in zip(sides, window_size, shift_size, strict=True))
     return tuple(window_size), shift  # type: ignore[return-value]
 
 

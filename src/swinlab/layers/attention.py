@@ -43,11 +43,13 @@ class WindowAttention(nn.Module):
         use_qk: include ``QKᵀ/√d`` in the logits (``False``: the logits are B alone).
         mask_shifted: mask token pairs from different regions in shifted windows.
         backend: the window-attention implementation (see :mod:`swinlab.kernels`).
+        window_fit: how the shift is dropped on maps not larger than the window
+            (:func:`~swinlab.functional.windows.fit_window`): ``"axis"`` or ``"min-side"``.
     """
 
     def __init__(self, *, dim: int, num_heads: int, window_size: Pair, shift_size: Pair = (0, 0),
                  qkv_bias: bool = True, rel_pos: bool = True, use_qk: bool = True,
-                 mask_shifted: bool = True, backend: str = "auto"):
+                 mask_shifted: bool = True, backend: str = "auto", window_fit: str = "axis"):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
@@ -59,6 +61,7 @@ class WindowAttention(nn.Module):
         self.shift_size = tuple(shift_size)
         self.use_qk = use_qk
         self.mask_shifted = mask_shifted
+        self.window_fit = window_fit
         self.scale = (dim // num_heads) ** -0.5
         self.backend = backend
         self._attend = get_window_attention(backend)
@@ -75,7 +78,7 @@ class WindowAttention(nn.Module):
 
     def windows_for(self, map_size: Pair) -> tuple[Pair, Pair]:
         """The effective ``(window, shift)`` on a map of ``map_size``."""
-        return fit_window(map_size, self.window_size, self.shift_size)
+        return fit_window(map_size, self.window_size, self.shift_size, self.window_fit)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, H, W, C)`` normalized tokens → ``(B, H, W, C)`` attention output."""

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..functional.pair import Pair
+from ..functional.windows import WINDOW_FITS
 from ..kernels.linear import BACKENDS as LINEAR_BACKENDS
 from ..layers import (
     AbsolutePositionEmbedding,
@@ -64,6 +65,7 @@ class SwinConfig(ConfigMixin):
     attention_backend: str = "auto"  # window-attention implementation, see swinlab.kernels
     linear_backend: str = "auto"  # linear-layer GEMMs: auto | torch | onednn (swinlab.kernels.linear)
     global_context: GlobalContextConfig | None = None  # cross-stage global context; None = off (the paper)
+    window_fit: str = "axis"  # axis | min-side: where the shift is dropped on small maps (fit_window)
     extra: dict = field(default_factory=dict, compare=False, repr=False)  # free-form notes (e.g. source)
 
     def __post_init__(self):
@@ -85,6 +87,8 @@ class SwinConfig(ConfigMixin):
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         if self.linear_backend not in LINEAR_BACKENDS:
             raise ValueError(f"linear_backend must be one of {LINEAR_BACKENDS}, got {self.linear_backend!r}")
+        if self.window_fit not in WINDOW_FITS:
+            raise ValueError(f"window_fit must be one of {WINDOW_FITS}, got {self.window_fit!r}")
 
     @property
     def num_features(self) -> int:
@@ -97,13 +101,14 @@ class SwinBlock(nn.Module):
 
     def __init__(self, *, dim: int, num_heads: int, window_size: Pair, shift_size: Pair,
                  mlp_ratio: float, qkv_bias: bool, drop_path: float, position: str,
-                 mask_shifted: bool, attention_backend: str):
+                 mask_shifted: bool, attention_backend: str, window_fit: str = "axis"):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(
             dim=dim, num_heads=num_heads, window_size=window_size, shift_size=shift_size,
             qkv_bias=qkv_bias, rel_pos=position in ("rel", "abs+rel", "rel-only"),
             use_qk=position != "rel-only", mask_shifted=mask_shifted, backend=attention_backend,
+            window_fit=window_fit,
         )
         self.drop_path1 = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
@@ -130,7 +135,7 @@ class SwinStage(nn.Module):
                 shift_size=shifted if i % 2 else (0, 0),
                 mlp_ratio=config.mlp_ratio, qkv_bias=config.qkv_bias, drop_path=drop_path[i],
                 position=config.position, mask_shifted=config.mask_shifted,
-                attention_backend=config.attention_backend,
+                attention_backend=config.attention_backend, window_fit=config.window_fit,
             )
             for i in range(depth)
         ])
@@ -204,6 +209,15 @@ class SwinTransformer(Classifier):
             y = self.norm(x) if norm and i == len(self.stages) - 1 else x
             maps.append(y.permute(0, 3, 1, 2).contiguous())  # (B, C_i, H_i, W_i)
         return maps
+
+    def set_window_fit(self, rule: str) -> None:
+        """Where the shift is dropped on maps not larger than the window: ``"axis"`` (swinlab's default,
+        as torchvision and the official code) or ``"min-side"`` (Hugging Face transformers; set by
+        ``weights.load(..., source="hf")``); recorded in ``config.window_fit``."""
+        self.config = self.config.replace(window_fit=rule)  # validates the name
+        for m in self.modules():
+            if isinstance(m, WindowAttention):
+                m.window_fit = rule
 
     def set_attention_backend(self, backend: str) -> None:
         """Switch every window attention to ``backend`` (see :mod:`swinlab.kernels`)."""

@@ -8,7 +8,13 @@ Sources:
   :mod:`swinlab.weights.convert_baselines`);
 * ``torchvision`` - ``torchvision.models.swin_t/s/b`` (``features.{0..7}``, ``mlp.0``/``mlp.3``);
 * ``official`` - microsoft/Swin-Transformer checkpoints (``{"model": ...}``, merging at the end of
-  stages ``0..2``, ``absolute_pos_embed`` for the ``ape`` variants).
+  stages ``0..2``, ``absolute_pos_embed`` for the ``ape`` variants);
+* ``hf`` - Hugging Face transformers' ``SwinForImageClassification`` / ``SwinModel``, merging at the
+  end of stages, ``classifier``; both key layouts: transformers 4's (the hub checkpoints:
+  ``attention.self.{query,key,value}``, ``attention.output.dense``, ``intermediate.dense``,
+  ``output.dense``) and transformers 5's (``attention.{q,k,v,o}_proj``,
+  ``attention.relative_position_bias.relative_position_bias_table``, ``mlp.fc1/fc2``). q, k and v
+  are concatenated into swinlab's one ``qkv`` projection.
 
 Buffers the peers save (``relative_position_index``, ``attn_mask``) are recomputed by swinlab and
 dropped. :func:`infer_swin_config` reads a :class:`~swinlab.models.swin.SwinConfig` off a converted
@@ -27,7 +33,7 @@ from ..errors import CheckpointError, ConfigError
 from ..models.swin import SwinConfig
 from .convert_baselines import detect_timm_family, from_timm_baseline
 
-SOURCES = ("timm", "torchvision", "official", "swinlab")
+SOURCES = ("timm", "torchvision", "official", "hf", "swinlab")
 _BUFFERS = ("relative_position_index", "attn_mask")
 
 
@@ -51,7 +57,7 @@ def convert(state_dict: Mapping, source: str) -> dict[str, torch.Tensor]:
 
     Args:
         state_dict: the peer's state dict (or a checkpoint dict wrapping it).
-        source: one of ``timm``, ``torchvision``, ``official`` (``swinlab`` returns it unwrapped).
+        source: one of ``timm``, ``torchvision``, ``official``, ``hf`` (``swinlab`` returns it unwrapped).
 
     Returns:
         A new dict that the swinlab model's ``load_state_dict`` takes.
@@ -64,6 +70,8 @@ def convert(state_dict: Mapping, source: str) -> dict[str, torch.Tensor]:
         return dict(sd)
     if source == "torchvision":
         return _from_torchvision(sd)
+    if source == "hf":
+        return _from_hf(sd)
     if source == "timm" and (family := detect_timm_family(sd)) is not None:
         return from_timm_baseline(sd, family)
     # timm ≥ 0.9 merges at the start of stage i; the official layout (and old timm) at the end of stage i.
@@ -97,6 +105,54 @@ def _from_torchvision(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             # odd: a stage, features.{2s+1}.{block}.…; even: the merge before stage s, features.{2s}.…
             k = f"stages.{idx // 2}.{'blocks' if idx % 2 else 'downsample'}.{rest}"
         out[k] = v
+    return out
+
+
+_HF_RENAMES = [  # (pattern, replacement) applied in order to each transformers Swin key
+    (r"^swin\.embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    (r"^swin\.embeddings\.norm\.", "patch_embed.norm."),
+    (r"^swin\.layernorm\.", "norm."),
+    (r"^classifier\.", "head."),
+    (r"\.layernorm_before\.", ".norm1."),
+    (r"\.layernorm_after\.", ".norm2."),
+    (r"\.attention\.self\.relative_position_bias_table$", ".attn.rel_pos.table"),  # transformers 4
+    (r"\.attention\.relative_position_bias\.relative_position_bias_table$", ".attn.rel_pos.table"),  # 5
+    (r"\.attention\.output\.dense\.", ".attn.proj."),
+    (r"\.attention\.o_proj\.", ".attn.proj."),
+    (r"\.intermediate\.dense\.", ".mlp.fc1."),
+    (r"\.output\.dense\.", ".mlp.fc2."),
+]
+
+
+def _from_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers' Swin keys → swinlab's (see the module doc)."""
+    if not any(k.startswith(("swin.", "embeddings.", "encoder.")) for k in sd):
+        raise CheckpointError("this is not a transformers Swin state dict (no 'swin.' keys); "
+                              "pick the source it came from: timm, torchvision or official")
+    if any(k.startswith("swinv2.") for k in sd) or any(".cpb_mlp." in k for k in sd):
+        raise CheckpointError("a transformers Swin V2 state dict: swinlab builds Swin V1 only so far")
+    sd = {("swin." + k if k.startswith(("embeddings.", "encoder.", "layernorm.")) else k): v
+          for k, v in sd.items()}  # a bare SwinModel's keys
+    out, qkv = {}, {}
+    for k, v in sd.items():
+        m = re.match(r"^swin\.encoder\.layers\.(\d+)\.(.*)$", k)
+        if m:
+            stage, rest = int(m.group(1)), m.group(2)
+            # transformers merges at the end of stage i: swinlab at the start of stage i + 1
+            k = f"stages.{stage + int(rest.startswith('downsample.'))}.{rest}"
+        q = re.match(r"^(stages\.\d+\.blocks\.\d+)\.attention\.(?:self\.(query|key|value)|([qkv])_proj)"
+                     r"\.(weight|bias)$", k)
+        if q:
+            part = q.group(2) or {"q": "query", "k": "key", "v": "value"}[q.group(3)]
+            qkv.setdefault((q.group(1), q.group(4)), {})[part] = v
+            continue
+        for pattern, replacement in _HF_RENAMES:
+            k = re.sub(pattern, replacement, k)
+        out[k] = v
+    for (block, kind), parts in qkv.items():
+        if set(parts) != {"query", "key", "value"}:
+            raise CheckpointError(f"{block}: the checkpoint has {sorted(parts)} of query/key/value {kind}s")
+        out[f"{block}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
     return out
 
 

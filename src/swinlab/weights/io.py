@@ -143,7 +143,8 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, *, source: str
         path: a swinlab ``.safetensors`` file, or a peer checkpoint (with ``source``).
         model: load into this model (checked key by key); ``None`` builds one from the saved
             config, or, for a peer's Swin checkpoint, from the config inferred from its shapes.
-        source: the peer layout of a foreign checkpoint: ``timm``, ``torchvision``, ``official``.
+        source: the peer layout of a foreign checkpoint: ``timm``, ``torchvision``, ``official``, ``hf``
+            (a Swin from ``hf`` also gets ``window_fit="min-side"``, transformers' rule on small maps).
         strict: every key must match.
         **overrides: config fields to change when building (e.g. ``img_size``), weights unchanged.
     """
@@ -155,8 +156,12 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, *, source: str
             config = config_from_json(meta["swinlab.config"])
             config = config.replace(**overrides) if overrides else config
         else:
+            if source == "hf":  # answer as transformers does on small maps (see fit_window)
+                overrides = {"window_fit": "min-side", **overrides}
             config = infer_swin_config(sd, **overrides)
         model = build_from_config(config)
+    elif source == "hf" and hasattr(model, "set_window_fit"):
+        model.set_window_fit("min-side")
     load_state_dict(model, sd, strict=strict)
     return model
 
