@@ -42,9 +42,10 @@ def _compare(ours, theirs_logits, theirs_maps, x):
 
 
 # Sizes where both peers agree with the paper's geometry. timm rolls *before* padding a map that is
-# not a multiple of the window (its mask then no longer matches the rolled regions), so timm parity
-# is checked at sizes needing no window padding, including non-square ones; torchvision (pad, then
-# roll, which swinlab follows) also at sizes that need padding and are not multiples of 32.
+# not a multiple of the window (its mask then no longer matches the rolled regions): parity with it
+# there takes shift_order="roll-pad" (test_timm_parity_where_maps_pad_to_the_windows); below, at
+# sizes needing no window padding, the default order; torchvision (pad, then roll, which swinlab
+# follows by default) also at sizes that need padding and are not multiples of 32.
 @pytest.mark.parametrize("name", _params(TIMM))
 def test_timm_parity(name):
     cfg = swinlab.models.get_config(name)
@@ -60,6 +61,33 @@ def test_timm_parity(name):
             ref = theirs(x)
             ref_maps = theirs.forward_intermediates(x, intermediates_only=True)
         _compare(ours, ref, ref_maps, x)
+
+
+@pytest.mark.parametrize("size", [(200, 232), (256, 256)])
+def test_timm_parity_where_maps_pad_to_the_windows(size):
+    """timm rolls the unpadded map and then pads (shift_order="roll-pad", which load(source="timm")
+    sets); the paper's order (pad, then roll) gives other logits there."""
+    theirs = randomize_(timm.create_model(TIMM["swin_t"], pretrained=False, img_size=size))
+    ours = swinlab.create_model("swin_t", img_size=size, shift_order="roll-pad").eval()
+    load_state_dict(ours, convert(theirs.state_dict(), "timm"))
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        ref = theirs(x)
+        ref_maps = theirs.forward_intermediates(x, intermediates_only=True)
+    _compare(ours, ref, ref_maps, x)
+    ours.set_peer_geometry(shift_order="pad-roll")
+    with torch.no_grad():
+        assert (ours(x) - ref).abs().max() > 100 * parity_tol(ref)
+
+
+def test_timm_checkpoint_loads_with_timms_order(tmp_path):
+    theirs = randomize_(timm.create_model(TIMM["swin_t"], pretrained=False, img_size=(200, 232)))
+    torch.save(theirs.state_dict(), tmp_path / "timm.pth")
+    model = swinlab.weights.load(tmp_path / "timm.pth", source="timm", img_size=(200, 232))
+    assert model.config.shift_order == "roll-pad"
+    x = torch.randn(1, 3, 200, 232)
+    with torch.no_grad():
+        assert_close_rel(model.eval()(x), theirs(x), what="logits")
 
 
 def _torchvision_forward(model, x):

@@ -108,6 +108,11 @@ def dynamic_range(model: nn.Module) -> tuple[int, int]:
                 "and torch.export cannot take from a dynamic height and width; export it without "
                 "--dynamic (the batch stays dynamic) at the size it will run at (--img-size H W), or "
                 "use the grid or random sampler (random samples the grid in inference)")
+        if cfg.shift_order == "roll-pad":
+            raise ConfigError(
+                "shift_order='roll-pad' (timm's order: roll the unpadded map, then pad) is exported at "
+                "one size only; export without --dynamic at the size it will run at (--img-size H W), "
+                "or set the paper's order with model.set_peer_geometry(shift_order='pad-roll')")
         stride = _family_stride(model)
         return tuple(stride * (m - 1) + 1 for m in cfg.window_size)  # type: ignore[return-value]
     if isinstance(model, VisionTransformer):

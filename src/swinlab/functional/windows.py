@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from .pair import Pair, is_static, round_up, static_zero
 
 WINDOW_FITS = ("axis", "min-side")
+SHIFT_ORDERS = ("pad-roll", "roll-pad")  # SwinConfig.shift_order: pad, then roll (the paper); roll, then pad
 
 
 def fit_window(map_size: Pair, window_size: Pair, shift_size: Pair,

@@ -16,14 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..functional.pair import is_static, round_up
+from ..errors import ConfigError
+from ..functional.pair import is_static, round_up, static_zero
 from ..functional.windows import (
     Pair,
+    cyclic_shift,
     fit_window,
     pad_to_windows,
     padded_window_order,
     reverse_unshift,
     shift_partition,
+    window_partition,
+    window_reverse,
 )
 from ..kernels import WindowSpec, get_window_attention, get_windows_attention
 from .linear import Linear
@@ -45,11 +49,15 @@ class WindowAttention(nn.Module):
         backend: the window-attention implementation (see :mod:`swinlab.kernels`).
         window_fit: how the shift is dropped on maps not larger than the window
             (:func:`~swinlab.functional.windows.fit_window`): ``"axis"`` or ``"min-side"``.
+        shift_order: on a map that is padded to the windows, ``"pad-roll"`` pads and then rolls (the
+            paper's geometry: torchvision, the official code, transformers) and ``"roll-pad"`` rolls the
+            unpadded map and then pads (timm), with the mask of the padded map either way.
     """
 
     def __init__(self, *, dim: int, num_heads: int, window_size: Pair, shift_size: Pair = (0, 0),
                  qkv_bias: bool = True, rel_pos: bool = True, use_qk: bool = True,
-                 mask_shifted: bool = True, backend: str = "auto", window_fit: str = "axis"):
+                 mask_shifted: bool = True, backend: str = "auto", window_fit: str = "axis",
+                 shift_order: str = "pad-roll"):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
@@ -62,6 +70,7 @@ class WindowAttention(nn.Module):
         self.use_qk = use_qk
         self.mask_shifted = mask_shifted
         self.window_fit = window_fit
+        self.shift_order = shift_order
         self.scale = (dim // num_heads) ** -0.5
         self.backend = backend
         self._attend = get_window_attention(backend)
@@ -89,6 +98,8 @@ class WindowAttention(nn.Module):
         table = self.rel_pos.table if self.rel_pos is not None else None
         if self._attend_windows is not None and not is_static(h, w):  # a dynamic export: gathers
             return self._dynamic_windows(x, table, spec, window, shift)
+        if self.shift_order == "roll-pad" and not static_zero(*shift):
+            return self._roll_then_pad(x, table, spec, window, shift)
         x = pad_to_windows(x, window)  # (B, Hp, Wp, C)
         if self._attend_windows is None:  # a fused kernel that shifts and partitions by index
             out = self._attend(self.qkv(x), table, spec)  # (B, Hp, Wp, C)
@@ -100,6 +111,19 @@ class WindowAttention(nn.Module):
         out = self._attend_windows(self.qkv(windows), table, spec, map_size=(hp, wp))  # (B*nW, N, C)
         out = reverse_unshift(self.proj(out), window, shift, (hp, wp))  # (B, Hp, Wp, C)
         return out[:, :h, :w]  # (B, H, W, C)
+
+    def _roll_then_pad(self, x, table, spec: WindowSpec, window: Pair, shift: Pair) -> torch.Tensor:
+        """``shift_order="roll-pad"`` (timm's order): roll the unpadded map, pad, partition; back: reverse,
+        crop, roll back. The mask is the padded map's, as timm builds it."""
+        if self._attend_windows is None:
+            raise ConfigError(f"attention backend {self.backend!r} shifts after padding inside its kernel; "
+                              "shift_order='roll-pad' needs one that takes windows (reference, sdpa, native)")
+        _, h, w, _ = x.shape
+        x = pad_to_windows(cyclic_shift(x, shift), window)  # (B, Hp, Wp, C)
+        hp, wp = x.shape[1:3]
+        out = self._attend_windows(self.qkv(window_partition(x, window)), table, spec, map_size=(hp, wp))
+        out = window_reverse(self.proj(out), window, (hp, wp))[:, :h, :w]  # (B, H, W, C)
+        return cyclic_shift(out, shift, reverse=True)
 
     def _dynamic_windows(self, x, table, spec: WindowSpec, window: Pair, shift: Pair) -> torch.Tensor:
         """The forward for a ``SymInt`` height or width (``torch.export`` with dynamic sizes): the same

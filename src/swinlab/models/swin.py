@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..functional.pair import Pair
-from ..functional.windows import WINDOW_FITS
+from ..functional.windows import SHIFT_ORDERS, WINDOW_FITS
 from ..kernels.linear import BACKENDS as LINEAR_BACKENDS
 from ..layers import (
     AbsolutePositionEmbedding,
@@ -66,6 +66,7 @@ class SwinConfig(ConfigMixin):
     linear_backend: str = "auto"  # linear-layer GEMMs: auto | torch | onednn (swinlab.kernels.linear)
     global_context: GlobalContextConfig | None = None  # cross-stage global context; None = off (the paper)
     window_fit: str = "axis"  # axis | min-side: where the shift is dropped on small maps (fit_window)
+    shift_order: str = "pad-roll"  # pad-roll | roll-pad (timm): on maps padded to the windows
     extra: dict = field(default_factory=dict, compare=False, repr=False)  # free-form notes (e.g. source)
 
     def __post_init__(self):
@@ -89,6 +90,8 @@ class SwinConfig(ConfigMixin):
             raise ValueError(f"linear_backend must be one of {LINEAR_BACKENDS}, got {self.linear_backend!r}")
         if self.window_fit not in WINDOW_FITS:
             raise ValueError(f"window_fit must be one of {WINDOW_FITS}, got {self.window_fit!r}")
+        if self.shift_order not in SHIFT_ORDERS:
+            raise ValueError(f"shift_order must be one of {SHIFT_ORDERS}, got {self.shift_order!r}")
 
     @property
     def num_features(self) -> int:
@@ -101,14 +104,15 @@ class SwinBlock(nn.Module):
 
     def __init__(self, *, dim: int, num_heads: int, window_size: Pair, shift_size: Pair,
                  mlp_ratio: float, qkv_bias: bool, drop_path: float, position: str,
-                 mask_shifted: bool, attention_backend: str, window_fit: str = "axis"):
+                 mask_shifted: bool, attention_backend: str, window_fit: str = "axis",
+                 shift_order: str = "pad-roll"):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(
             dim=dim, num_heads=num_heads, window_size=window_size, shift_size=shift_size,
             qkv_bias=qkv_bias, rel_pos=position in ("rel", "abs+rel", "rel-only"),
             use_qk=position != "rel-only", mask_shifted=mask_shifted, backend=attention_backend,
-            window_fit=window_fit,
+            window_fit=window_fit, shift_order=shift_order,
         )
         self.drop_path1 = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
@@ -136,6 +140,7 @@ class SwinStage(nn.Module):
                 mlp_ratio=config.mlp_ratio, qkv_bias=config.qkv_bias, drop_path=drop_path[i],
                 position=config.position, mask_shifted=config.mask_shifted,
                 attention_backend=config.attention_backend, window_fit=config.window_fit,
+                shift_order=config.shift_order,
             )
             for i in range(depth)
         ])
@@ -218,6 +223,17 @@ class SwinTransformer(Classifier):
         for m in self.modules():
             if isinstance(m, WindowAttention):
                 m.window_fit = rule
+
+    def set_peer_geometry(self, *, window_fit: str | None = None, shift_order: str | None = None) -> None:
+        """Answer as a peer library does where the libraries differ (see ``SwinConfig.window_fit`` and
+        ``shift_order``); set by ``weights.load(..., source=...)`` and recorded in the config."""
+        if window_fit is not None:
+            self.set_window_fit(window_fit)
+        if shift_order is not None:
+            self.config = self.config.replace(shift_order=shift_order)  # validates the name
+            for m in self.modules():
+                if isinstance(m, WindowAttention):
+                    m.shift_order = shift_order
 
     def set_attention_backend(self, backend: str) -> None:
         """Switch every window attention to ``backend`` (see :mod:`swinlab.kernels`)."""

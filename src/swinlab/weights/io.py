@@ -27,6 +27,10 @@ from .conversion import convert, infer_swin_config, unwrap
 
 logger = logging.getLogger(__name__)
 
+# Where a peer's Swin answers differently from swinlab's default geometry (SwinConfig.window_fit and
+# shift_order), what a model loaded from its checkpoint is set to, so it answers as the peer does.
+_PEER_GEOMETRY = {"hf": {"window_fit": "min-side"}, "timm": {"shift_order": "roll-pad"}}
+
 __all__ = ["FORMAT_VERSION", "CheckpointError", "CheckpointNotFoundError", "config_from_json",
            "config_to_json", "load", "load_state_dict", "read_state_dict", "save", "saved_class_names"]
 
@@ -144,7 +148,8 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, *, source: str
         model: load into this model (checked key by key); ``None`` builds one from the saved
             config, or, for a peer's Swin checkpoint, from the config inferred from its shapes.
         source: the peer layout of a foreign checkpoint: ``timm``, ``torchvision``, ``official``, ``hf``
-            (a Swin from ``hf`` also gets ``window_fit="min-side"``, transformers' rule on small maps).
+            (a Swin from ``hf`` also gets ``window_fit="min-side"``, transformers' rule on small maps,
+            and one from ``timm`` ``shift_order="roll-pad"``, timm's order on padded maps).
         strict: every key must match.
         **overrides: config fields to change when building (e.g. ``img_size``), weights unchanged.
     """
@@ -156,12 +161,11 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, *, source: str
             config = config_from_json(meta["swinlab.config"])
             config = config.replace(**overrides) if overrides else config
         else:
-            if source == "hf":  # answer as transformers does on small maps (see fit_window)
-                overrides = {"window_fit": "min-side", **overrides}
+            overrides = {**_PEER_GEOMETRY.get(source, {}), **overrides}
             config = infer_swin_config(sd, **overrides)
         model = build_from_config(config)
-    elif source == "hf" and hasattr(model, "set_window_fit"):
-        model.set_window_fit("min-side")
+    elif source in _PEER_GEOMETRY and hasattr(model, "set_peer_geometry"):
+        model.set_peer_geometry(**_PEER_GEOMETRY[source])
     load_state_dict(model, sd, strict=strict)
     return model
 
