@@ -53,28 +53,28 @@ def test_timm_parity(name):
     if name == "swin_t":
         sizes += [(224, 448), (448, 224)]
     for size in sizes:
-        theirs = randomize_(timm.create_model(TIMM[name], pretrained=False, img_size=size))
-        ours = swinlab.create_model(name, img_size=size).eval()
-        load_state_dict(ours, convert(theirs.state_dict(), "timm"))
-        x = torch.randn(2, 3, *size)
-        with torch.no_grad():
-            ref = theirs(x)
-            ref_maps = theirs.forward_intermediates(x, intermediates_only=True)
-        _compare(ours, ref, ref_maps, x)
+        _timm_compare(name, size)
 
 
-@pytest.mark.parametrize("size", [(200, 232), (256, 256)])
-def test_timm_parity_where_maps_pad_to_the_windows(size):
-    """timm rolls the unpadded map and then pads (shift_order="roll-pad", which load(source="timm")
-    sets); the paper's order (pad, then roll) gives other logits there."""
-    theirs = randomize_(timm.create_model(TIMM["swin_t"], pretrained=False, img_size=size))
-    ours = swinlab.create_model("swin_t", img_size=size, shift_order="roll-pad").eval()
+def _timm_compare(name: str, size, **overrides):
+    """timm's model ``name`` at ``size`` (random weights) against swinlab's with them converted in:
+    logits and every stage map. Returns ``(ours, x, timm's logits)``."""
+    theirs = randomize_(timm.create_model(TIMM[name], pretrained=False, img_size=size))
+    ours = swinlab.create_model(name, img_size=size, **overrides).eval()
     load_state_dict(ours, convert(theirs.state_dict(), "timm"))
     x = torch.randn(2, 3, *size)
     with torch.no_grad():
         ref = theirs(x)
         ref_maps = theirs.forward_intermediates(x, intermediates_only=True)
     _compare(ours, ref, ref_maps, x)
+    return ours, x, ref
+
+
+@pytest.mark.parametrize("size", [(200, 232), (256, 256)])
+def test_timm_parity_where_maps_pad_to_the_windows(size):
+    """timm rolls the unpadded map and then pads (shift_order="roll-pad", which load(source="timm")
+    sets); the paper's order (pad, then roll) gives other logits there."""
+    ours, x, ref = _timm_compare("swin_t", size, shift_order="roll-pad")
     ours.set_peer_geometry(shift_order="pad-roll")
     with torch.no_grad():
         assert (ours(x) - ref).abs().max() > 100 * parity_tol(ref)
