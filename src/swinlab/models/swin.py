@@ -219,21 +219,18 @@ class SwinTransformer(Classifier):
         """Where the shift is dropped on maps not larger than the window: ``"axis"`` (swinlab's default,
         as torchvision and the official code) or ``"min-side"`` (Hugging Face transformers; set by
         ``weights.load(..., source="hf")``); recorded in ``config.window_fit``."""
-        self.config = self.config.replace(window_fit=rule)  # validates the name
-        for m in self.modules():
-            if isinstance(m, WindowAttention):
-                m.window_fit = rule
+        self.set_peer_geometry(window_fit=rule)
 
     def set_peer_geometry(self, *, window_fit: str | None = None, shift_order: str | None = None) -> None:
         """Answer as a peer library does where the libraries differ (see ``SwinConfig.window_fit`` and
         ``shift_order``); set by ``weights.load(..., source=...)`` and recorded in the config."""
-        if window_fit is not None:
-            self.set_window_fit(window_fit)
-        if shift_order is not None:
-            self.config = self.config.replace(shift_order=shift_order)  # validates the name
-            for m in self.modules():
-                if isinstance(m, WindowAttention):
-                    m.shift_order = shift_order
+        changes = {k: v for k, v in {"window_fit": window_fit, "shift_order": shift_order}.items()
+                   if v is not None}
+        self.config = self.config.replace(**changes)  # validates the names
+        for m in self.modules():
+            if isinstance(m, WindowAttention):
+                for k, v in changes.items():
+                    setattr(m, k, v)
 
     def set_attention_backend(self, backend: str) -> None:
         """Switch every window attention to ``backend`` (see :mod:`swinlab.kernels`)."""
