@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -52,3 +54,21 @@ def assert_close_rel(actual: torch.Tensor, expected: torch.Tensor, *, what: str,
     tol = parity_tol(expected, rel=rel, floor=floor)
     assert err <= tol, (f"{what}: max |Δ| = {err:.3g} > tolerance {tol:.3g} "
                         f"(max |reference| {expected.abs().max().item():.3g})")
+
+
+def official_layout(timm_sd: dict) -> dict:
+    """A timm ≥ 0.9 Swin (V1 or V2) state dict → the microsoft/Swin-Transformer layout: merging at the
+    *end* of stages, ``head``, the index/coordinate buffers saved, wrapped as ``{"model": ...}``."""
+    out = {}
+    for k, v in timm_sd.items():
+        m = re.match(r"^layers\.(\d+)\.downsample\.(.*)$", k)
+        if m:
+            k = f"layers.{int(m.group(1)) - 1}.downsample.{m.group(2)}"
+        k = k.replace("head.fc.", "head.")
+        out[k] = v
+        if k.endswith("attn.relative_position_bias_table"):  # V1
+            out[k.replace("relative_position_bias_table", "relative_position_index")] = torch.zeros(49, 49)
+        if k.endswith("attn.logit_scale"):  # V2
+            out[k.replace("logit_scale", "relative_coords_table")] = torch.zeros(1, 15, 15, 2)
+            out[k.replace("logit_scale", "relative_position_index")] = torch.zeros(64, 64)
+    return {"model": out}

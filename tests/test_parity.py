@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import swinlab
-from conftest import assert_close_rel, parity_tol, randomize_
-from swinlab.weights import convert, load_state_dict
+from conftest import assert_close_rel, official_layout, parity_tol, randomize_
+from swinlab.weights import convert, load_state_dict, peer_geometry
 
 timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")
@@ -115,24 +115,26 @@ def test_torchvision_parity(name):
         _compare(ours, ref, ref_maps, x)
 
 
-def _official_layout(timm_sd):
-    """timm ≥ 0.9 keys → microsoft/Swin-Transformer keys: merging at the *end* of stages, ``head``,
-    the ``relative_position_index``/``attn_mask`` buffers saved, wrapped as ``{"model": ...}``."""
-    out = {}
-    for k, v in timm_sd.items():
-        m = re.match(r"^layers\.(\d+)\.downsample\.(.*)$", k)
-        if m:
-            k = f"layers.{int(m.group(1)) - 1}.downsample.{m.group(2)}"
-        k = k.replace("head.fc.", "head.")
-        out[k] = v
-        if k.endswith("attn.relative_position_bias_table"):
-            out[k.replace("relative_position_bias_table", "relative_position_index")] = torch.zeros(49, 49)
-    return {"model": out}
+def test_v1_torchvision_parity_where_maps_are_smaller_than_the_window():
+    """torchvision pads a 5×6 last stage up to the 7×7 window (and ignores the 2-pixel remainder of 130):
+    with the fields load(source="torchvision") sets, swinlab answers as torchvision does there too."""
+    theirs = randomize_(torchvision.models.swin_t())
+    sd = convert(theirs.state_dict(), "torchvision")
+    ours = swinlab.create_model("swin_t", **peer_geometry("torchvision", sd)).eval()
+    load_state_dict(ours, sd)
+    for size in [(160, 192), (97, 130)]:
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            ref = theirs(x)
+            assert_close_rel(ours(x), ref, what=f"logits at {size}")
+    ours.set_peer_geometry(window_fit="axis")  # swinlab's default shrinks the window instead
+    with torch.no_grad():
+        assert (ours(x) - ref).abs().max() > 100 * parity_tol(ref)
 
 
 def test_official_layout_parity():
     theirs = randomize_(timm.create_model(TIMM["swin_t"], pretrained=False))
-    official = _official_layout(theirs.state_dict())
+    official = official_layout(theirs.state_dict())
     assert "layers.0.downsample.reduction.weight" in official["model"]
     ours = swinlab.create_model("swin_t").eval()
     load_state_dict(ours, convert(official, "official"))

@@ -50,6 +50,7 @@ SLOW = [
     dict(id="14x14_w7_s3_float16", map=(14, 14), window=(7, 7), shift=(3, 3), dtype="float16", d=32),
     dict(id="14x14_w7_s3_float32", map=(14, 14), window=(7, 7), shift=(3, 3), dtype="float32", d=32),
     dict(id="swin_pico", model="swin_pico", img=32),
+    dict(id="swinv2_pico", model="swinv2_pico", img=32),
 ]
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
                                                                  reason="needs a CUDA GPU"))]

@@ -47,7 +47,8 @@ def window_attention_weights(attn: WindowAttention, qkv: torch.Tensor, map_size:
 
     Args:
         attn: the layer.
-        qkv: its ``qkv`` output ``(B, Hp, Wp, 3C)`` on the padded map.
+        qkv: its :meth:`~swinlab.layers.WindowAttention.project_qkv` output ``(B, Hp, Wp, 3C)`` on the
+            padded map (for cosine attention q and k already normalized, τ in q).
         map_size: the unpadded ``(H, W)``.
 
     Returns:
@@ -62,8 +63,9 @@ def window_attention_weights(attn: WindowAttention, qkv: torch.Tensor, map_size:
     q, k, _ = x.view(x.shape[0], n, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)  # (B*nW, h, N, d)
     logits = (q * attn.scale) @ k.transpose(-2, -1) if attn.use_qk else torch.zeros(
         x.shape[0], heads, n, n, dtype=qkv.dtype, device=qkv.device)  # (B*nW, h, N, N)
-    if attn.rel_pos is not None:
-        logits = logits + relative_bias(attn.rel_pos.table, window, attn.window_size)[None]
+    table, table_window = attn.bias_table(window)
+    if table is not None:
+        logits = logits + relative_bias(table, window, table_window)[None]
     nw = x.shape[0] // b
     logits = logits.view(b, nw, heads, n, n)
     if attn.mask_shifted and (shift[0] or shift[1]):
@@ -72,6 +74,13 @@ def window_attention_weights(attn: WindowAttention, qkv: torch.Tensor, map_size:
     pos = torch.arange(hp * wp, device=qkv.device, dtype=torch.float32).view(1, hp, wp, 1)
     origin = window_partition(cyclic_shift(pos, shift), window)[..., 0].long()  # (nW, N)
     return logits.softmax(-1), origin
+
+
+def _recording(project, captured: dict, i: int):
+    def record(x):
+        captured[i] = out = project(x)
+        return out
+    return record
 
 
 @torch.no_grad()
@@ -93,13 +102,15 @@ def query_attention_maps(model: nn.Module, images: torch.Tensor, query: tuple[in
     for i, layer in enumerate(layers):
         hooks.append(layer.register_forward_pre_hook(
             lambda m, a, i=i: sizes.__setitem__(i, tuple(a[0].shape[1:3]))))
-        hooks.append(layer.qkv.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(i, out)))
+        layer.project_qkv = _recording(layer.project_qkv, captured, i)  # shadows the method on this layer
     try:
         with evaluating(model):
             model(images)
     finally:
         for h in hooks:
             h.remove()
+        for layer in layers:
+            del layer.project_qkv
     maps = []
     for i, layer in enumerate(layers):
         qkv = captured[i]

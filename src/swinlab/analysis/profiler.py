@@ -84,7 +84,9 @@ def profile(model: nn.Module, img_size: int | Pair | None = None, batch_size: in
 
         * ``name``, ``img_size`` ``(H, W)``, ``batch_size``, ``device`` (where the passes ran);
         * ``params``: all parameters, trainable or not (shared ones once); ``trainable_params``;
-        * ``macs``: multiply-accumulates of one eval forward pass, per image; ``flops = 2·macs``;
+        * ``macs``: multiply-accumulates of one eval forward pass, per image; ``flops = 2·macs``
+          (Swin V2's continuous position bias is computed once per window size, not per image, and
+          not counted, as the papers count);
         * ``stages``: per stage with window attention, a dict with ``index`` (into ``model.stages``,
           from 0; the paper counts stages from 1), ``map_size`` ``(H, W)`` of its tokens (seen by
           forward hooks), ``blocks``, ``num_heads``, ``windows`` (``{"window": (Mh, Mw),
@@ -129,6 +131,8 @@ def profile(model: nn.Module, img_size: int | Pair | None = None, batch_size: in
         # Pass 1: eval mode, no grad, one image: MACs and the map every window attention sees.
         calls: list[tuple[WindowAttention, Pair]] = []
         context_calls: list[tuple[int, int, int]] = []
+        with _mode(model, training=False), torch.no_grad():
+            functional_call(model, tensors, (images(1),))  # warm the per-window caches (V2's CPB tables)
         with _mode(model, training=False), _record_window_maps(model, calls), torch.no_grad(), \
                 _record_context_entries(model, context_calls), \
                 FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOPS) as counter:

@@ -28,26 +28,32 @@ import torch.nn.functional as F
 
 from .pair import Pair, is_static, round_up, static_zero
 
-WINDOW_FITS = ("axis", "min-side")
+WINDOW_FITS = ("axis", "min-side", "pad", "built")
 SHIFT_ORDERS = ("pad-roll", "roll-pad")  # SwinConfig.shift_order: pad, then roll (the paper); roll, then pad
 
 
 def fit_window(map_size: Pair, window_size: Pair, shift_size: Pair,
-               rule: str = "axis") -> tuple[Pair, Pair]:
+               rule: str = "axis", built_map: Pair | None = None) -> tuple[Pair, Pair]:
     """The window and shift a stage uses on a map of ``map_size``.
 
     Where a side of the map is not larger than the window, the window shrinks to that side and the
     shift along it is dropped (as the official and timm code do): one window then covers the side,
     so there is nothing to shift. ``rule="min-side"`` is Hugging Face transformers' rule: where the
     *shorter* side is not larger than the window, the shift is dropped along both sides (a 7×8 map
-    with 7×7 windows shifts along neither; ``"axis"`` shifts along the 8).
+    with 7×7 windows shifts along neither; ``"axis"`` shifts along the 8). ``rule="pad"`` is
+    torchvision's (and transformers' Swin V2): the window never shrinks, a map side smaller than it is
+    zero-padded up to one window (the padding tokens are attended, unmasked, as all padding is), and the
+    shift is dropped along a side of one window, as ``"axis"`` drops it. ``rule="built"`` is
+    transformers' Swin V2: window and shift are decided once, by ``"axis"`` on ``built_map`` (the stage's
+    map at the image size the model was built for), and a map of any other size is padded to them.
 
     Args:
         map_size: ``(H, W)`` of the unpadded map.
         window_size: the configured ``(Mh, Mw)``.
         shift_size: the configured ``(Sh, Sw)`` (``(0, 0)`` for W-MSA blocks).
-        rule: ``"axis"`` (each side on its own; swinlab's default, as torchvision and the official code)
-            or ``"min-side"``.
+        rule: ``"axis"`` (each side on its own; swinlab's default, as timm and the official code),
+            ``"min-side"``, ``"pad"`` or ``"built"``.
+        built_map: with ``"built"``, the stage's map at the model's built image size.
 
     Returns:
         ``(window, shift)`` as pairs.
@@ -59,10 +65,15 @@ def fit_window(map_size: Pair, window_size: Pair, shift_size: Pair,
     """
     if rule not in WINDOW_FITS:
         raise ValueError(f"window fit rule must be one of {WINDOW_FITS}, got {rule!r}")
-    sides = map_size if rule == "axis" else (min(map_size),) * 2 if is_static(*map_size) else \
+    if rule == "built":
+        if built_map is None:
+            raise ValueError("window fit rule 'built' needs the built map size (built_map)")
+        return fit_window(built_map, window_size, shift_size, "axis")
+    sides = map_size if rule != "min-side" else (min(map_size),) * 2 if is_static(*map_size) else \
         (torch.sym_min(*map_size),) * 2  # the side each axis's shift is decided on
     if is_static(*map_size):
-        window = tuple(min(m, s) for m, s in zip(window_size, map_size, strict=True))
+        window = tuple(window_size) if rule == "pad" else \
+            tuple(min(m, s) for m, s in zip(window_size, map_size, strict=True))
         shift = tuple(0 if s <= m else sh for s, m, sh in zip(sides, window_size, shift_size, strict=True))
         return window, shift  # type: ignore[return-value]
     for s, m in zip(map_size, window_size, strict=True):

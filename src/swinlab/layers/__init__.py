@@ -4,11 +4,12 @@ from .attention import Attention, CrossAttention, WindowAttention
 from .linear import Linear
 from .mlp import DropPath, Mlp
 from .patch import PatchEmbed, PatchMerging
-from .position import AbsolutePositionEmbedding, RelativePositionBias
+from .position import AbsolutePositionEmbedding, ContinuousPositionBias, RelativePositionBias
 
 __all__ = [
     "AbsolutePositionEmbedding",
     "Attention",
+    "ContinuousPositionBias",
     "CrossAttention",
     "DropPath",
     "Linear",

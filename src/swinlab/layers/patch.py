@@ -14,19 +14,26 @@ from torch import nn
 from ..functional.pair import round_up, static_zero
 from .linear import Linear
 
+PATCH_REMAINDERS = ("pad", "drop")  # the last H mod P rows / W mod P columns: zero-padded | ignored
+
 
 class PatchEmbed(nn.Module):
     """Split the image into non-overlapping P×P patches and project each to ``embed_dim``.
 
     A P×P convolution with stride P is the paper's "patch partition + linear embedding". An image
     whose sides are not multiples of P is zero-padded at the bottom/right so that no pixel is
-    dropped (a plain strided convolution would silently ignore the last ``H mod P`` rows).
+    dropped (a plain strided convolution would silently ignore the last ``H mod P`` rows);
+    ``remainder="drop"`` ignores them instead, as timm's and torchvision's Swin do.
     """
 
-    def __init__(self, *, patch_size: int, in_chans: int, embed_dim: int, norm: bool = True):
+    def __init__(self, *, patch_size: int, in_chans: int, embed_dim: int, norm: bool = True,
+                 remainder: str = "pad"):
         super().__init__()
+        if remainder not in PATCH_REMAINDERS:
+            raise ValueError(f"remainder must be one of {PATCH_REMAINDERS}, got {remainder!r}")
         self.patch_size = patch_size
         self.in_chans = in_chans
+        self.remainder = remainder
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.norm = nn.LayerNorm(embed_dim) if norm else nn.Identity()
 
@@ -39,7 +46,8 @@ class PatchEmbed(nn.Module):
             )
         p = self.patch_size
         pad_h, pad_w = round_up(x.shape[2], p) - x.shape[2], round_up(x.shape[3], p) - x.shape[3]
-        if not static_zero(pad_h, pad_w):  # SymInt pads of a dynamic export: always pad (maybe by 0)
+        # SymInt pads of a dynamic export: always pad (maybe by 0)
+        if self.remainder == "pad" and not static_zero(pad_h, pad_w):
             x = F.pad(x, (0, pad_w, 0, pad_h))
         x = self.proj(x).permute(0, 2, 3, 1)  # (B, H/P, W/P, C)
         return self.norm(x)
@@ -50,13 +58,16 @@ class PatchMerging(nn.Module):
 
     The concatenation order is ``[(0,0), (1,0), (0,1), (1,1)]`` (row, column offsets), as in the
     official code, timm and torchvision, so their weights load unchanged. Odd sides are zero-padded.
+    ``norm_after``: Swin V2's merging, which projects first and normalizes the 2C outputs.
     """
 
-    def __init__(self, *, dim: int, out_dim: int | None = None):
+    def __init__(self, *, dim: int, out_dim: int | None = None, norm_after: bool = False):
         super().__init__()
         self.dim = dim
-        self.norm = nn.LayerNorm(4 * dim)
-        self.reduction = Linear(4 * dim, out_dim or 2 * dim, bias=False)
+        self.norm_after = norm_after
+        out_dim = out_dim or 2 * dim
+        self.norm = nn.LayerNorm(out_dim if norm_after else 4 * dim)
+        self.reduction = Linear(4 * dim, out_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
@@ -66,4 +77,4 @@ class PatchMerging(nn.Module):
             h, w = round_up(h, 2), round_up(w, 2)
         x = x.view(b, h // 2, 2, w // 2, 2, c)  # (B, H/2, dh, W/2, dw, C)
         x = x.permute(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)  # (B, H/2, W/2, [dw, dh, C])
-        return self.reduction(self.norm(x))
+        return self.norm(self.reduction(x)) if self.norm_after else self.reduction(self.norm(x))

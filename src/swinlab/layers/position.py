@@ -1,7 +1,11 @@
-"""Position information: the relative position bias of Swin (Liu et al., 2021, Eq. 4) and the
-absolute position embedding of ViT (Dosovitskiy et al., 2021)."""
+"""Position information: the relative position bias of Swin (Liu et al., 2021, Eq. 4), the continuous
+position bias of Swin V2 (Liu et al., 2022, Sec. 3.3) and the absolute position embedding of ViT
+(Dosovitskiy et al., 2021)."""
 
 from __future__ import annotations
+
+import math
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +33,65 @@ class RelativePositionBias(nn.Module):
     def forward(self, window: Pair | None = None) -> torch.Tensor:
         """The bias ``(heads, N, N)`` for ``window`` (default: the table's own window)."""
         return relative_bias(self.table, tuple(window or self.window_size), self.window_size)
+
+
+class ContinuousPositionBias(nn.Module):
+    """Swin V2's log-spaced continuous position bias: a small MLP ``G`` (2 → 512 → heads, ReLU) maps the
+    log-spaced offset of two tokens to a bias per head, ``B = 16·sigmoid(G(Δ̂))`` (Liu et al., 2022,
+    Eq. 2-4, with the 16·sigmoid bound of the official code)::
+
+        Δ̂ = sign(Δ) · log2(1 + 8·|Δ| / (M' - 1)) / log2(8)
+
+    with ``M'`` the window it was pretrained with (``pretrained_window``), or the window in use when
+    that is 0; so a window of another size, larger or shrunk on a small map, gets the bias of its own
+    offsets by evaluating ``G`` there instead of interpolating a table.
+
+    :meth:`table_for` evaluates ``G`` on the ``(2Mh-1)(2Mw-1)`` offsets of a window and hands back a
+    table of the same layout as :class:`RelativePositionBias`'s, so every window-attention backend
+    gathers it the same way. In inference the table is cached per window until a weight changes.
+    """
+
+    def __init__(self, *, num_heads: int, pretrained_window: Pair = (0, 0), hidden: int = 512):
+        super().__init__()
+        self.num_heads = num_heads
+        self.pretrained_window = tuple(pretrained_window)
+        self.mlp = nn.Sequential(nn.Linear(2, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, num_heads, bias=False))
+        self._tables: dict = {}  # inference cache: window → (weights' versions, table)
+
+    def coords(self, window: Pair, device=None) -> torch.Tensor:
+        """The log-spaced offsets ``((2Mh-1)(2Mw-1), 2)`` of a window, rows in the table's order."""
+        axes = []
+        for m, m0 in zip(window, self.pretrained_window, strict=True):
+            d = torch.arange(-(m - 1), m, dtype=torch.float32, device=device)
+            axes.append(d / max((m0 if m0 > 0 else m) - 1, 1) * 8)  # offsets scaled to [-8, 8]
+        grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 2)  # (rows, 2)
+        return torch.sign(grid) * torch.log2(grid.abs() + 1.0) / math.log2(8)
+
+    def table_for(self, window: Pair) -> torch.Tensor:
+        """``((2Mh-1)(2Mw-1), heads)`` biases ``16·sigmoid(G(Δ̂))`` of ``window``'s offsets."""
+        params = list(self.mlp.parameters())
+        weight = params[0]
+        cacheable = (not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+                     and not any(p.is_inference() for p in params))
+        key = tuple(window)
+        if cacheable and (hit := self._tables.get(key)) is not None:
+            refs, versions, table = hit  # the very tensors it was computed from, unchanged since
+            same = all(r() is p for r, p in zip(refs, params, strict=True))
+            if same and versions == [p._version for p in params]:
+                return table
+        coords = self.coords(key, weight.device).to(weight.dtype)
+        table = 16 * torch.sigmoid(self.mlp(coords))  # (rows, heads)
+        if cacheable:
+            self._tables[key] = ([weakref.ref(p) for p in params], [p._version for p in params], table)
+        return table
+
+    def _apply(self, fn, recurse=True):  # .to() / .half() / ...: cached tables are of the old tensors
+        self._tables.clear()
+        return super()._apply(fn, recurse)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.num_heads}, pretrained_window={self.pretrained_window}"
 
 
 class AbsolutePositionEmbedding(nn.Module):

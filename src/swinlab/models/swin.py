@@ -1,5 +1,6 @@
 """Swin Transformer (Liu et al., "Swin Transformer: Hierarchical Vision Transformer using Shifted
-Windows", ICCV 2021), with every switch of the paper's ablation table (Table 4).
+Windows", ICCV 2021), with every switch of the paper's ablation table (Table 4), and Swin V2 (Liu et
+al., "Swin Transformer V2: Scaling Up Capacity and Resolution", CVPR 2022) as four config fields.
 
 Patch partition 4×4 → linear embedding C → stages of ``depths`` blocks; between stages a patch
 merging halves H and W and doubles C. Blocks alternate W-MSA and SW-MSA (Eq. 3)::
@@ -8,6 +9,15 @@ merging halves H and W and doubles C. Blocks alternate W-MSA and SW-MSA (Eq. 3):
     ẑˡ⁺¹ = SW-MSA(LN(zˡ)) + zˡ         zˡ⁺¹ = MLP(LN(ẑˡ⁺¹)) + ẑˡ⁺¹
 
 Final LN → global average pool → linear head. Tokens flow channels-last, ``(B, H, W, C)``.
+
+Swin V2 (the ``swinv2_*`` presets) changes the block to res-post-norm (``res_post_norm``: the LN moves
+to the end of each residual branch, ``ẑˡ = LN(W-MSA(zˡ⁻¹)) + zˡ⁻¹``, and patch merging normalizes after
+its projection), the logits to scaled cosine attention (``attention="cosine"``: ``cos(q, k)/τ`` with a
+learned per-head τ ≥ 0.01, i.e. a logit scale clamped at log 100), the bias to the log-spaced
+continuous position bias (``position="cpb"``, evaluated for the window in use and, for fine-tuned
+models, normalized by the window it was pretrained with: ``pretrained_window_sizes``), and drops the
+key bias (``k_bias=False``). The Table-4 switches that still mean something (``shift``,
+``mask_shifted``, ``position="none"``/``"abs"``) apply to V2 as to V1.
 
 Inputs of any size are accepted: the image is padded to a multiple of the patch, odd maps before a
 merge are padded by one row/column, and maps that are not multiples of the window are zero-padded
@@ -34,13 +44,15 @@ from ..layers import (
     PatchMerging,
     WindowAttention,
 )
+from ..layers.attention import ATTENTIONS
 from ..layers.global_context import GlobalContextConfig, GlobalContextFusion
 from ..layers.mlp import drop_path_rates
+from ..layers.patch import PATCH_REMAINDERS
 from .base import Classifier
 from .config import ConfigMixin, to_pair
 from .registry import register
 
-POSITIONS = ("rel", "none", "abs", "abs+rel", "rel-only")
+POSITIONS = ("rel", "none", "abs", "abs+rel", "rel-only", "cpb")
 
 
 
@@ -65,8 +77,13 @@ class SwinConfig(ConfigMixin):
     attention_backend: str = "auto"  # window-attention implementation, see swinlab.kernels
     linear_backend: str = "auto"  # linear-layer GEMMs: auto | torch | onednn (swinlab.kernels.linear)
     global_context: GlobalContextConfig | None = None  # cross-stage global context; None = off (the paper)
-    window_fit: str = "axis"  # axis | min-side: where the shift is dropped on small maps (fit_window)
+    window_fit: str = "axis"  # axis | min-side | pad | built: windows on small maps (functional.fit_window)
     shift_order: str = "pad-roll"  # pad-roll | roll-pad (timm): on maps padded to the windows
+    patch_remainder: str = "pad"  # pad | drop (timm, torchvision): image rows/columns beyond a multiple of P
+    attention: str = "dot"  # dot (V1: QKᵀ/√d) | cosine (V2: cos(q, k)·τ, learned per-head τ ≤ 100)
+    res_post_norm: bool = False  # V2: LN at the end of each residual branch; merging normalizes after
+    k_bias: bool = True  # with qkv_bias, a bias on k too (False in V2: q and v biases only)
+    pretrained_window_sizes: tuple[int, ...] = ()  # per stage, the CPB's pretraining window (0: none)
     extra: dict = field(default_factory=dict, compare=False, repr=False)  # free-form notes (e.g. source)
 
     def __post_init__(self):
@@ -75,6 +92,16 @@ class SwinConfig(ConfigMixin):
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
         object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
         object.__setattr__(self, "global_context", GlobalContextConfig.parse(self.global_context))
+        object.__setattr__(self, "pretrained_window_sizes", tuple(map(int, self.pretrained_window_sizes)))
+        if self.pretrained_window_sizes and len(self.pretrained_window_sizes) != len(self.depths):
+            raise ValueError(f"pretrained_window_sizes {self.pretrained_window_sizes} needs one entry per "
+                             "stage "
+                             f"({len(self.depths)}), or none")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if self.pretrained_window_sizes and any(self.pretrained_window_sizes) and self.position != "cpb":
+            raise ValueError("pretrained_window_sizes applies to the continuous position bias only; "
+                             "set position='cpb' or leave pretrained_window_sizes empty")
         if len(self.depths) != len(self.num_heads) or not self.depths:
             raise ValueError(f"depths {self.depths} and num_heads {self.num_heads} need one entry per stage")
         if self.position not in POSITIONS:
@@ -92,6 +119,9 @@ class SwinConfig(ConfigMixin):
             raise ValueError(f"window_fit must be one of {WINDOW_FITS}, got {self.window_fit!r}")
         if self.shift_order not in SHIFT_ORDERS:
             raise ValueError(f"shift_order must be one of {SHIFT_ORDERS}, got {self.shift_order!r}")
+        if self.patch_remainder not in PATCH_REMAINDERS:
+            raise ValueError(f"patch_remainder must be one of {PATCH_REMAINDERS}, "
+                             f"got {self.patch_remainder!r}")
 
     @property
     def num_features(self) -> int:
@@ -100,26 +130,34 @@ class SwinConfig(ConfigMixin):
 
 
 class SwinBlock(nn.Module):
-    """Pre-norm residual block: (S)W-MSA then MLP, each with stochastic depth (Eq. 3)."""
+    """Residual block: (S)W-MSA then MLP, each with stochastic depth; pre-norm (V1, Eq. 3) or
+    res-post-norm (V2: ``x + LN(F(x))``)."""
 
     def __init__(self, *, dim: int, num_heads: int, window_size: Pair, shift_size: Pair,
-                 mlp_ratio: float, qkv_bias: bool, drop_path: float, position: str,
-                 mask_shifted: bool, attention_backend: str, window_fit: str = "axis",
-                 shift_order: str = "pad-roll"):
+                 drop_path: float, config: SwinConfig, pretrained_window: int = 0,
+                 built_map: Pair | None = None):
         super().__init__()
+        position = config.position
+        self.res_post_norm = config.res_post_norm
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(
             dim=dim, num_heads=num_heads, window_size=window_size, shift_size=shift_size,
-            qkv_bias=qkv_bias, rel_pos=position in ("rel", "abs+rel", "rel-only"),
-            use_qk=position != "rel-only", mask_shifted=mask_shifted, backend=attention_backend,
-            window_fit=window_fit, shift_order=shift_order,
+            qkv_bias=config.qkv_bias, k_bias=config.k_bias,
+            rel_pos=position in ("rel", "abs+rel", "rel-only", "cpb"),
+            position="cpb" if position == "cpb" else "table", attention=config.attention,
+            pretrained_window=pretrained_window, built_map=built_map,
+            use_qk=position != "rel-only", mask_shifted=config.mask_shifted, backend=config.attention_backend,
+            window_fit=config.window_fit, shift_order=config.shift_order,
         )
         self.drop_path1 = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio))
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * config.mlp_ratio))
         self.drop_path2 = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.res_post_norm:
+            x = x + self.drop_path1(self.norm1(self.attn(x)))  # (B, H, W, C)
+            return x + self.drop_path2(self.norm2(self.mlp(x)))  # (B, H, W, C)
         x = x + self.drop_path1(self.attn(self.norm1(x)))  # (B, H, W, C)
         return x + self.drop_path2(self.mlp(self.norm2(x)))  # (B, H, W, C)
 
@@ -128,20 +166,18 @@ class SwinStage(nn.Module):
     """Optional patch merging (stages after the first), then blocks alternating W-MSA / SW-MSA."""
 
     def __init__(self, *, dim: int, out_dim: int, depth: int, num_heads: int, downsample: bool,
-                 drop_path: list[float], config: SwinConfig):
+                 drop_path: list[float], config: SwinConfig, pretrained_window: int = 0,
+                 built_map: Pair | None = None):
         super().__init__()
-        self.downsample = PatchMerging(dim=dim, out_dim=out_dim) if downsample else nn.Identity()
+        self.downsample = PatchMerging(dim=dim, out_dim=out_dim, norm_after=config.res_post_norm) \
+            if downsample else nn.Identity()
         m = config.window_size
         shifted = (m[0] // 2, m[1] // 2) if config.shift else (0, 0)
         self.blocks = nn.Sequential(*[
-            SwinBlock(
-                dim=out_dim, num_heads=num_heads, window_size=m,
-                shift_size=shifted if i % 2 else (0, 0),
-                mlp_ratio=config.mlp_ratio, qkv_bias=config.qkv_bias, drop_path=drop_path[i],
-                position=config.position, mask_shifted=config.mask_shifted,
-                attention_backend=config.attention_backend, window_fit=config.window_fit,
-                shift_order=config.shift_order,
-            )
+            SwinBlock(dim=out_dim, num_heads=num_heads, window_size=m,
+                      shift_size=shifted if i % 2 else (0, 0),
+                      drop_path=drop_path[i], config=config, pretrained_window=pretrained_window,
+                      built_map=built_map)
             for i in range(depth)
         ])
 
@@ -152,23 +188,30 @@ class SwinStage(nn.Module):
 class SwinTransformer(Classifier):
     """The Swin Transformer classifier. Build it from a :class:`SwinConfig` (kept as ``.config``)."""
 
-    no_weight_decay_suffixes = ("rel_pos.table", "pos_embed")  # position tables and embeddings
+    # position tables and embeddings, V2's continuous-bias MLP and temperatures (as timm, official code)
+    no_weight_decay_suffixes = ("rel_pos.table", "pos_embed", "logit_scale", "rel_pos.mlp.0.weight",
+                                "rel_pos.mlp.0.bias", "rel_pos.mlp.2.weight")
 
     def __init__(self, config: SwinConfig):
         super().__init__()
         self.config = config
         c = config.embed_dim
         self.patch_embed = PatchEmbed(patch_size=config.patch_size, in_chans=config.in_chans,
-                                      embed_dim=c, norm=config.patch_norm)
+                                      embed_dim=c, norm=config.patch_norm, remainder=config.patch_remainder)
         grid = (-(-config.img_size[0] // config.patch_size), -(-config.img_size[1] // config.patch_size))
         self.abs_pos = (AbsolutePositionEmbedding(grid_size=grid, dim=c)
                         if config.position in ("abs", "abs+rel") else None)
         dpr = drop_path_rates(config.drop_path_rate, sum(config.depths))
         stages, start = [], 0
+        pretrained = config.pretrained_window_sizes or (0,) * len(config.depths)
+        # each stage's map at the built size, as transformers computes it (window_fit="built")
+        built = [tuple(s // config.patch_size // 2**i for s in config.img_size)
+                 for i in range(len(config.depths))]
         for i, (depth, heads) in enumerate(zip(config.depths, config.num_heads, strict=True)):
             in_dim = c * 2 ** max(i - 1, 0)
             stages.append(SwinStage(dim=in_dim, out_dim=c * 2**i, depth=depth, num_heads=heads,
-                                    downsample=i > 0, drop_path=dpr[start:start + depth], config=config))
+                                    downsample=i > 0, drop_path=dpr[start:start + depth], config=config,
+                                    pretrained_window=pretrained[i], built_map=built[i]))
             start += depth
         self.stages = nn.ModuleList(stages)
         gc = config.global_context
@@ -186,6 +229,12 @@ class SwinTransformer(Classifier):
         self._finish_init()
         for fusion in self.global_context or []:
             fusion.reset_fusion()
+        if config.res_post_norm:  # V2 starts every residual branch at zero (as the official code and timm)
+            for stage in self.stages:
+                for block in stage.blocks:
+                    for norm in (block.norm1, block.norm2):
+                        nn.init.zeros_(norm.weight)
+                        nn.init.zeros_(norm.bias)
 
     # --- the classifier API shared by every family -------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -221,16 +270,21 @@ class SwinTransformer(Classifier):
         ``weights.load(..., source="hf")``); recorded in ``config.window_fit``."""
         self.set_peer_geometry(window_fit=rule)
 
-    def set_peer_geometry(self, *, window_fit: str | None = None, shift_order: str | None = None) -> None:
-        """Answer as a peer library does where the libraries differ (see ``SwinConfig.window_fit`` and
-        ``shift_order``); set by ``weights.load(..., source=...)`` and recorded in the config."""
-        changes = {k: v for k, v in {"window_fit": window_fit, "shift_order": shift_order}.items()
-                   if v is not None}
+    def set_peer_geometry(self, *, window_fit: str | None = None, shift_order: str | None = None,
+                          patch_remainder: str | None = None) -> None:
+        """Answer as a peer library does where the libraries differ (see ``SwinConfig.window_fit``,
+        ``shift_order`` and ``patch_remainder``); set by ``weights.load(..., source=...)`` and recorded
+        in the config."""
+        changes = {k: v for k, v in {"window_fit": window_fit, "shift_order": shift_order,
+                                     "patch_remainder": patch_remainder}.items() if v is not None}
         self.config = self.config.replace(**changes)  # validates the names
+        if patch_remainder is not None:
+            self.patch_embed.remainder = patch_remainder
         for m in self.modules():
             if isinstance(m, WindowAttention):
                 for k, v in changes.items():
-                    setattr(m, k, v)
+                    if k != "patch_remainder":
+                        setattr(m, k, v)
 
     def set_attention_backend(self, backend: str) -> None:
         """Switch every window attention to ``backend`` (see :mod:`swinlab.kernels`)."""
@@ -283,6 +337,39 @@ _PRESETS: dict[str, tuple[SwinConfig, str]] = {
                              window_size=4, num_classes=10, drop_path_rate=0.0),
                   "a tiny two-stage Swin for tests (32×32, M=4)"),
 }
+
+# Swin V2 (Liu et al., CVPR 2022): res-post-norm, scaled cosine attention, log-spaced continuous position
+# bias, q/v biases, merging that normalizes after projecting. 256², window 8 (the official models, as timm's
+# swinv2_*_window8_256); window 16; and the ImageNet-22k models pretrained at 192² with window 12 and
+# fine-tuned at 256² / 384² with windows 16 / 24, whose CPB is normalized by the pretraining window
+# (pretrained_window_sizes: 12 in stages 1-3, 6 in stage 4, whose 6×6 map held the whole 12-window).
+_V2 = SwinConfig(img_size=256, window_size=8, position="cpb", attention="cosine", res_post_norm=True,
+                 k_bias=False)
+_V2_DEPTHS = {"t": ((2, 2, 6, 2), 96, (3, 6, 12, 24), 0.2), "s": ((2, 2, 18, 2), 96, (3, 6, 12, 24), 0.3),
+              "b": ((2, 2, 18, 2), 128, (4, 8, 16, 32), 0.5), "l": ((2, 2, 18, 2), 192, (6, 12, 24, 48), 0.2)}
+_V2_MEASURED = {  # swinlab's counts (params, MACs at the preset's size; the papers' figures in tests/test_swin_v2.py)
+    "swinv2_t": "28.3M params, 5.9G MACs", "swinv2_s": "49.7M params, 11.5G MACs",
+    "swinv2_b": "87.9M params, 20.3G MACs", "swinv2_t_w16": "28.3M params, 6.6G MACs",
+    "swinv2_s_w16": "49.7M params, 12.6G MACs", "swinv2_b_w16": "87.9M params, 21.8G MACs",
+    "swinv2_b_w12_192": "87.9M params, 11.8G MACs", "swinv2_b_w12to16_256": "87.9M params, 21.8G MACs",
+    "swinv2_b_w12to24_384": "87.9M params, 54.7G MACs", "swinv2_l_w12_192": "196.7M params, 26.0G MACs",
+    "swinv2_l_w12to16_256": "196.7M params, 47.5G MACs", "swinv2_l_w12to24_384": "196.7M params, 115.4G MACs",
+}
+for _size, (_depths, _dim, _heads, _dpr) in _V2_DEPTHS.items():
+    _base = _V2.replace(depths=_depths, embed_dim=_dim, num_heads=_heads, drop_path_rate=_dpr)
+    _variants = {"": (256, 8, ()), "_w16": (256, 16, ())} if _size != "l" else {}
+    if _size in ("b", "l"):
+        _variants.update({"_w12_192": (192, 12, ()), "_w12to16_256": (256, 16, (12, 12, 12, 6)),
+                          "_w12to24_384": (384, 24, (12, 12, 12, 6))})
+    for _suffix, (_img, _window, _pretrained) in _variants.items():
+        _name = f"swinv2_{_size}{_suffix}"
+        _PRESETS[_name] = (
+            _base.replace(img_size=_img, window_size=_window, pretrained_window_sizes=_pretrained),
+            f"Swin V2-{_size.upper()}, {_img}², M={_window}: {_V2_MEASURED[_name]}"
+            + (" (fine-tuned from M=12 at 192²)" if _pretrained else ""))
+_PRESETS["swinv2_pico"] = (_PRESETS["swin_pico"][0].replace(position="cpb", attention="cosine",
+                                                             res_post_norm=True, k_bias=False),
+                           "a tiny two-stage Swin V2 for tests (32×32, M=4)")
 
 # The global-context extension (see swinlab.layers.global_context).
 _PRESETS["swin_t_gc"] = (_PRESETS["swin_t"][0].replace(global_context=GlobalContextConfig()),

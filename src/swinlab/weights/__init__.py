@@ -1,7 +1,7 @@
 """Checkpoint I/O (safetensors with the config inside) and converters from peer layouts."""
 
 from .conversion import SOURCES, convert, infer_swin_config, unwrap
-from .io import CheckpointError, load, load_state_dict, read_state_dict, save
+from .io import CheckpointError, load, load_state_dict, peer_geometry, read_state_dict, save
 
 __all__ = [
     "SOURCES",
@@ -10,6 +10,7 @@ __all__ = [
     "infer_swin_config",
     "load",
     "load_state_dict",
+    "peer_geometry",
     "read_state_dict",
     "save",
     "unwrap",

@@ -16,8 +16,15 @@ Sources:
   ``attention.relative_position_bias.relative_position_bias_table``, ``mlp.fc1/fc2``). q, k and v
   are concatenated into swinlab's one ``qkv`` projection.
 
-Buffers the peers save (``relative_position_index``, ``attn_mask``) are recomputed by swinlab and
-dropped. :func:`infer_swin_config` reads a :class:`~swinlab.models.swin.SwinConfig` off a converted
+Swin V2 checkpoints convert through the same sources (timm's ``SwinTransformerV2``, torchvision's
+``swin_v2_t/s/b``, the official ``swin_transformer_v2`` layout, transformers' ``Swinv2ForImageClassification``
+with its ``swinv2.`` prefix): the continuous-bias MLP (``cpb_mlp``, ``continuous_position_bias_mlp``)
+becomes ``attn.rel_pos.mlp``, the q and v biases ``attn.q_bias`` / ``attn.v_bias`` (torchvision's one
+``qkv.bias``, whose k third it zeroes on every call, is split; transformers' key has no bias).
+
+Buffers the peers save (``relative_position_index``, ``relative_coords_table``, ``attn_mask``) are
+recomputed by swinlab and dropped. :func:`infer_swin_config` reads a
+:class:`~swinlab.models.swin.SwinConfig` off a converted
 state dict, so a foreign checkpoint can be loaded without knowing its variant.
 """
 
@@ -34,7 +41,7 @@ from ..models.swin import SwinConfig
 from .convert_baselines import detect_timm_family, from_timm_baseline
 
 SOURCES = ("timm", "torchvision", "official", "hf", "swinlab")
-_BUFFERS = ("relative_position_index", "attn_mask")
+_BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mask")
 
 
 def unwrap(checkpoint: Mapping) -> dict[str, torch.Tensor]:
@@ -79,6 +86,7 @@ def convert(state_dict: Mapping, source: str) -> dict[str, torch.Tensor]:
     out = {}
     for k, v in sd.items():
         k = k.replace("attn.relative_position_bias_table", "attn.rel_pos.table")
+        k = k.replace(".cpb_mlp.", ".rel_pos.mlp.")
         k = re.sub(r"^head\.fc\.", "head.", k)
         m = re.match(r"^layers\.(\d+)\.downsample\.(.*)$", k)
         if m:
@@ -98,14 +106,26 @@ def _from_torchvision(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for k, v in sd.items():
         k = k.replace("features.0.0.", "patch_embed.proj.").replace("features.0.2.", "patch_embed.norm.")
         k = k.replace("attn.relative_position_bias_table", "attn.rel_pos.table")
-        k = k.replace(".mlp.0.", ".mlp.fc1.").replace(".mlp.3.", ".mlp.fc2.")
+        k = k.replace(".cpb_mlp.", ".rel_pos.mlp.")
+        k = re.sub(r"\.(\d+)\.mlp\.0\.", r".\1.mlp.fc1.", k)  # a block's MLP (not the CPB's rel_pos.mlp)
+        k = re.sub(r"\.(\d+)\.mlp\.3\.", r".\1.mlp.fc2.", k)
         m = re.match(r"^features\.(\d+)\.(.*)$", k)
         if m:
             idx, rest = int(m.group(1)), m.group(2)
             # odd: a stage, features.{2s+1}.{block}.…; even: the merge before stage s, features.{2s}.…
             k = f"stages.{idx // 2}.{'blocks' if idx % 2 else 'downsample'}.{rest}"
+        if k.endswith(".attn.qkv.bias") and k.replace("qkv.bias", "logit_scale") in _renamed_keys(sd):
+            q, _, v_ = v.chunk(3)  # Swin V2: torchvision zeroes the k third on every forward
+            out[k.replace("qkv.bias", "q_bias")], out[k.replace("qkv.bias", "v_bias")] = q, v_
+            continue
         out[k] = v
     return out
+
+
+def _renamed_keys(sd: dict[str, torch.Tensor]) -> set[str]:
+    """torchvision's ``features.{2s+1}.{j}.attn.logit_scale`` keys as swinlab names them (V2 blocks)."""
+    return {f"stages.{int(m.group(1)) // 2}.blocks.{m.group(2)}.attn.logit_scale"
+            for k in sd if (m := re.match(r"^features\.(\d+)\.(\d+)\.attn\.logit_scale$", k))}
 
 
 _HF_RENAMES = [  # (pattern, replacement) applied in order to each transformers Swin key
@@ -117,6 +137,8 @@ _HF_RENAMES = [  # (pattern, replacement) applied in order to each transformers 
     (r"\.layernorm_after\.", ".norm2."),
     (r"\.attention\.self\.relative_position_bias_table$", ".attn.rel_pos.table"),  # transformers 4
     (r"\.attention\.relative_position_bias\.relative_position_bias_table$", ".attn.rel_pos.table"),  # 5
+    (r"\.attention\.self\.logit_scale$", ".attn.logit_scale"),  # Swin V2
+    (r"\.attention\.self\.continuous_position_bias_mlp\.", ".attn.rel_pos.mlp."),  # Swin V2
     (r"\.attention\.output\.dense\.", ".attn.proj."),
     (r"\.attention\.o_proj\.", ".attn.proj."),
     (r"\.intermediate\.dense\.", ".mlp.fc1."),
@@ -126,11 +148,10 @@ _HF_RENAMES = [  # (pattern, replacement) applied in order to each transformers 
 
 def _from_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """transformers' Swin keys → swinlab's (see the module doc)."""
-    if not any(k.startswith(("swin.", "embeddings.", "encoder.")) for k in sd):
-        raise CheckpointError("this is not a transformers Swin state dict (no 'swin.' keys); "
+    if not any(k.startswith(("swin.", "swinv2.", "embeddings.", "encoder.")) for k in sd):
+        raise CheckpointError("this is not a transformers Swin state dict (no 'swin.' or 'swinv2.' keys); "
                               "pick the source it came from: timm, torchvision or official")
-    if any(k.startswith("swinv2.") for k in sd) or any(".cpb_mlp." in k for k in sd):
-        raise CheckpointError("a transformers Swin V2 state dict: swinlab builds Swin V1 only so far")
+    sd = {re.sub(r"^swinv2\.", "swin.", k): v for k, v in sd.items()}  # Swinv2ForImageClassification
     sd = {("swin." + k if k.startswith(("embeddings.", "encoder.", "layernorm.")) else k): v
           for k, v in sd.items()}  # a bare SwinModel's keys
     out, qkv = {}, {}
@@ -150,6 +171,9 @@ def _from_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             k = re.sub(pattern, replacement, k)
         out[k] = v
     for (block, kind), parts in qkv.items():
+        if kind == "bias" and set(parts) == {"query", "value"}:  # Swin V2: no key bias
+            out[f"{block}.attn.q_bias"], out[f"{block}.attn.v_bias"] = parts["query"], parts["value"]
+            continue
         if set(parts) != {"query", "key", "value"}:
             raise CheckpointError(f"{block}: the checkpoint has {sorted(parts)} of query/key/value {kind}s")
         out[f"{block}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
@@ -185,6 +209,9 @@ def infer_swin_config(state_dict: Mapping[str, torch.Tensor], **overrides):
               for s in stage_ids]
     tables = [sd.get(f"stages.{s}.blocks.0.attn.rel_pos.table") for s in stage_ids]
     has_rel = tables[0] is not None
+    v2 = [sd.get(f"stages.{s}.blocks.0.attn.logit_scale") for s in stage_ids]
+    if v2[0] is not None:  # Swin V2: heads from the temperatures; the CPB does not fix the window
+        return _infer_v2(sd, proj, depths, [t.shape[0] for t in v2], **overrides)
     if has_rel:
         heads = [t.shape[1] for t in tables]
         side = (math.isqrt(tables[0].shape[0]) + 1) // 2
@@ -202,6 +229,24 @@ def infer_swin_config(state_dict: Mapping[str, torch.Tensor], **overrides):
         num_classes=head.shape[0] if head is not None else 0,
         position=position[(has_rel, has_abs)],
         qkv_bias="stages.0.blocks.0.attn.qkv.bias" in sd,
+        patch_norm="patch_embed.norm.weight" in sd,
+    )
+    fields.update(overrides)
+    return SwinConfig(**fields)
+
+
+def _infer_v2(sd, proj: torch.Tensor, depths: list[int], heads: list[int], **overrides):
+    """Swin V2: a continuous bias fits any window, so window and image size come from ``overrides``
+    (default: 256², window 8, the ``swinv2_*`` presets' geometry; fine-tuned checkpoints need their
+    ``window_size``, ``img_size`` and ``pretrained_window_sizes`` passed)."""
+    head = sd.get("head.weight")
+    fields = dict(
+        embed_dim=proj.shape[0], in_chans=proj.shape[1], patch_size=proj.shape[2], depths=tuple(depths),
+        num_heads=tuple(heads), window_size=8, img_size=256,
+        num_classes=head.shape[0] if head is not None else 0,
+        position="cpb" if "stages.0.blocks.0.attn.rel_pos.mlp.0.weight" in sd else "none",
+        attention="cosine", res_post_norm=True, k_bias="stages.0.blocks.0.attn.qkv.bias" in sd,
+        qkv_bias="stages.0.blocks.0.attn.q_bias" in sd or "stages.0.blocks.0.attn.qkv.bias" in sd,
         patch_norm="patch_embed.norm.weight" in sd,
     )
     fields.update(overrides)

@@ -28,11 +28,31 @@ from .conversion import convert, infer_swin_config, unwrap
 logger = logging.getLogger(__name__)
 
 # Where a peer's Swin answers differently from swinlab's default geometry (SwinConfig.window_fit and
-# shift_order), what a model loaded from its checkpoint is set to, so it answers as the peer does.
-_PEER_GEOMETRY = {"hf": {"window_fit": "min-side"}, "timm": {"shift_order": "roll-pad"}}
+# shift_order), what a model loaded from its checkpoint is set to, so it answers as the peer does:
+# (source, Swin V2?) → fields. torchvision pads a map smaller than the window instead of shrinking the
+# window (V1 and V2); transformers drops the shift by the shorter side in V1 and pads as torchvision in
+# V2 (its windows are fixed when the model is built); timm rolls before it pads.
+# timm and torchvision ignore image rows/columns beyond a multiple of the patch (a strided convolution);
+# transformers pads them, as swinlab does.
+_PEER_GEOMETRY = {
+    ("hf", False): {"window_fit": "min-side"}, ("hf", True): {"window_fit": "built"},
+    ("torchvision", False): {"window_fit": "pad", "patch_remainder": "drop"},
+    ("torchvision", True): {"window_fit": "pad", "patch_remainder": "drop"},
+    ("timm", False): {"shift_order": "roll-pad", "patch_remainder": "drop"},
+    ("timm", True): {"shift_order": "roll-pad", "patch_remainder": "drop"},
+}
+
+
+def peer_geometry(source: str | None, state_dict: dict[str, torch.Tensor]) -> dict[str, str]:
+    """The geometry fields (``window_fit``, ``shift_order``, ``patch_remainder``) a Swin converted from
+    ``source`` needs to answer as that library does at every size (empty for swinlab, official and
+    non-Swin models)."""
+    v2 = any(k.endswith("attn.logit_scale") for k in state_dict)
+    return dict(_PEER_GEOMETRY.get((source, v2), {}))
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "CheckpointNotFoundError", "config_from_json",
-           "config_to_json", "load", "load_state_dict", "read_state_dict", "save", "saved_class_names"]
+           "config_to_json", "load", "load_state_dict", "peer_geometry", "read_state_dict", "save",
+           "saved_class_names"]
 
 FORMAT_VERSION = "1"
 
@@ -148,8 +168,10 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, *, source: str
         model: load into this model (checked key by key); ``None`` builds one from the saved
             config, or, for a peer's Swin checkpoint, from the config inferred from its shapes.
         source: the peer layout of a foreign checkpoint: ``timm``, ``torchvision``, ``official``, ``hf``
-            (a Swin from ``hf`` also gets ``window_fit="min-side"``, transformers' rule on small maps,
-            and one from ``timm`` ``shift_order="roll-pad"``, timm's order on padded maps).
+            (a Swin also gets the geometry that peer answers with at every size, :func:`peer_geometry`:
+            from ``hf`` ``window_fit="min-side"`` (V1) or ``"pad"`` (V2), from ``torchvision``
+            ``window_fit="pad"``, from ``timm`` ``shift_order="roll-pad"``; from both
+            ``patch_remainder="drop"``).
         strict: every key must match.
         **overrides: config fields to change when building (e.g. ``img_size``), weights unchanged.
     """
@@ -161,11 +183,11 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, *, source: str
             config = config_from_json(meta["swinlab.config"])
             config = config.replace(**overrides) if overrides else config
         else:
-            overrides = {**_PEER_GEOMETRY.get(source, {}), **overrides}
+            overrides = {**peer_geometry(source, sd), **overrides}
             config = infer_swin_config(sd, **overrides)
         model = build_from_config(config)
-    elif source in _PEER_GEOMETRY and hasattr(model, "set_peer_geometry"):
-        model.set_peer_geometry(**_PEER_GEOMETRY[source])
+    elif peer_geometry(source, sd) and hasattr(model, "set_peer_geometry"):
+        model.set_peer_geometry(**peer_geometry(source, sd))
     load_state_dict(model, sd, strict=strict)
     return model
 
