@@ -8,7 +8,8 @@ from conftest import randomize_
 from swinlab.models import SwinConfig, get_config
 
 ALL = swinlab.list_models()
-BIG = {"swin_l", "swin_l_384", "vit_l16", "vit_l16_384", "mixer_l16", "mixer_l32", "mixer_h14"}
+BIG = {"swin_l", "swin_l_384", "vit_l16", "vit_l16_384", "mixer_l16", "mixer_l32", "mixer_h14",
+       *swinlab.list_models("swinv2_b*"), *swinlab.list_models("swinv2_l*")}
 SMALL = ["swin_pico", "swin_micro_28"]
 
 

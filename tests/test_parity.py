@@ -70,11 +70,12 @@ def _timm_compare(name: str, size, **overrides):
     return ours, x, ref
 
 
-@pytest.mark.parametrize("size", [(200, 232), (256, 256)])
+@pytest.mark.parametrize("size", [(200, 232), (256, 256), (201, 227)])
 def test_timm_parity_where_maps_pad_to_the_windows(size):
     """timm rolls the unpadded map and then pads (shift_order="roll-pad", which load(source="timm")
-    sets); the paper's order (pad, then roll) gives other logits there."""
-    ours, x, ref = _timm_compare("swin_t", size, shift_order="roll-pad")
+    sets, with patch_remainder="drop": timm ignores the last rows/columns of a side that is not a
+    multiple of the patch, as at 201×227); the paper's order (pad, then roll) gives other logits there."""
+    ours, x, ref = _timm_compare("swin_t", size, shift_order="roll-pad", patch_remainder="drop")
     ours.set_peer_geometry(shift_order="pad-roll")
     with torch.no_grad():
         assert (ours(x) - ref).abs().max() > 100 * parity_tol(ref)
@@ -180,7 +181,7 @@ def test_hf_transformers_parity(name):
     theirs = _hf_swin(name)
     ours = swinlab.create_model(name, window_fit="min-side").eval()  # what weights.load(source="hf") sets
     load_state_dict(ours, convert(theirs.state_dict(), "hf"))
-    for size in [(224, 224), (200, 232), (232, 200)]:
+    for size in [(224, 224), (200, 232), (232, 200), (201, 227)]:  # transformers pads 201×227 to the patch
         x = torch.randn(2, 3, *size)
         with torch.no_grad():
             ref = theirs(pixel_values=x).logits
