@@ -41,7 +41,6 @@ import torch
 from torch import nn
 
 from ..functional.pair import Pair
-from ..kernels.linear import BACKENDS as LINEAR_BACKENDS
 from ..layers import DropPath, Linear, Mlp, PatchEmbed
 from ..layers.mlp import drop_path_rates
 from .base import Classifier
@@ -79,10 +78,7 @@ class MixerConfig(ConfigMixin):
             raise ValueError(f"mlp_ratio {self.mlp_ratio} and token_mlp_ratio {self.token_mlp_ratio} give "
                              f"hidden widths D_C={self.channel_mlp_dim}, D_S={self.token_mlp_dim}; "
                              "both must be at least 1")
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
-        if self.linear_backend not in LINEAR_BACKENDS:
-            raise ValueError(f"linear_backend must be one of {LINEAR_BACKENDS}, got {self.linear_backend!r}")
+        self._check_shared()
         if self.block not in BLOCKS:
             raise ValueError(f"block must be one of {BLOCKS}, got {self.block!r}")
         if self.block == "gmlp" and self.channel_mlp_dim % 2:

@@ -89,4 +89,4 @@ def config_classes() -> dict[str, type]:
 
 def _load_families() -> None:
     # Importing a family module registers its presets.
-    from . import mixer, swin, vit  # noqa: F401
+    from . import mixer, mvit, swin, vit  # noqa: F401

@@ -35,7 +35,6 @@ from torch import nn
 
 from ..functional.pair import Pair
 from ..functional.windows import SHIFT_ORDERS, WINDOW_FITS
-from ..kernels.linear import BACKENDS as LINEAR_BACKENDS
 from ..layers import (
     AbsolutePositionEmbedding,
     DropPath,
@@ -111,10 +110,7 @@ class SwinConfig(ConfigMixin):
         for i, h in enumerate(self.num_heads):
             if (self.embed_dim * 2**i) % h:
                 raise ValueError(f"stage {i} width {self.embed_dim * 2**i} is not divisible by {h} heads")
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
-        if self.linear_backend not in LINEAR_BACKENDS:
-            raise ValueError(f"linear_backend must be one of {LINEAR_BACKENDS}, got {self.linear_backend!r}")
+        self._check_shared()
         if self.window_fit not in WINDOW_FITS:
             raise ValueError(f"window_fit must be one of {WINDOW_FITS}, got {self.window_fit!r}")
         if self.shift_order not in SHIFT_ORDERS:
@@ -347,7 +343,7 @@ _V2 = SwinConfig(img_size=256, window_size=8, position="cpb", attention="cosine"
                  k_bias=False)
 _V2_DEPTHS = {"t": ((2, 2, 6, 2), 96, (3, 6, 12, 24), 0.2), "s": ((2, 2, 18, 2), 96, (3, 6, 12, 24), 0.3),
               "b": ((2, 2, 18, 2), 128, (4, 8, 16, 32), 0.5), "l": ((2, 2, 18, 2), 192, (6, 12, 24, 48), 0.2)}
-_V2_MEASURED = {  # swinlab's counts (params, MACs at the preset's size; the papers' figures in tests/test_swin_v2.py)
+_V2_MEASURED = {  # swinlab's counts at the preset's size (the papers' figures: tests/test_swin_v2.py)
     "swinv2_t": "28.3M params, 5.9G MACs", "swinv2_s": "49.7M params, 11.5G MACs",
     "swinv2_b": "87.9M params, 20.3G MACs", "swinv2_t_w16": "28.3M params, 6.6G MACs",
     "swinv2_s_w16": "49.7M params, 12.6G MACs", "swinv2_b_w16": "87.9M params, 21.8G MACs",

@@ -24,14 +24,12 @@ import torch
 from torch import nn
 
 from ..functional.pair import Pair
-from ..kernels.linear import BACKENDS as LINEAR_BACKENDS
 from ..layers import AbsolutePositionEmbedding, Attention, DropPath, Mlp, PatchEmbed
 from ..layers.mlp import drop_path_rates
 from .base import Classifier
 from .config import ConfigMixin, to_pair
 from .registry import register
 
-GLOBAL_POOLS = ("token", "avg")
 LN_EPS = 1e-6  # the reference (big_vision / timm) ViT LayerNorm epsilon
 
 
@@ -61,16 +59,7 @@ class ViTConfig(ConfigMixin):
                              f"{self.depth} must be positive")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-        if self.global_pool not in GLOBAL_POOLS:
-            raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {self.global_pool!r}")
-        if self.global_pool == "token" and not self.class_token:
-            raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' without it")
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
-        if self.mlp_ratio <= 0:
-            raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
-        if self.linear_backend not in LINEAR_BACKENDS:
-            raise ValueError(f"linear_backend must be one of {LINEAR_BACKENDS}, got {self.linear_backend!r}")
+        self._check_shared()
 
     @property
     def grid_size(self) -> Pair:

@@ -5,7 +5,8 @@ Sources:
 * ``timm`` - timm ≥ 0.9 ``SwinTransformer`` (patch merging at the *start* of stages ``1..``),
   and the older timm layout (merging at the *end* of stages, like the official one); timm's
   ``VisionTransformer`` (ViT/DeiT) and ``MlpMixer``, detected by their keys (see
-  :mod:`swinlab.weights.convert_baselines`);
+  :mod:`swinlab.weights.convert_baselines`), and ``MultiScaleVit`` (MViTv2,
+  :mod:`swinlab.weights.convert_mvit`);
 * ``torchvision`` - ``torchvision.models.swin_t/s/b`` (``features.{0..7}``, ``mlp.0``/``mlp.3``);
 * ``official`` - microsoft/Swin-Transformer checkpoints (``{"model": ...}``, merging at the end of
   stages ``0..2``, ``absolute_pos_embed`` for the ``ape`` variants);
@@ -39,6 +40,7 @@ import torch
 from ..errors import CheckpointError, ConfigError
 from ..models.swin import SwinConfig
 from .convert_baselines import detect_timm_family, from_timm_baseline
+from .convert_mvit import from_timm_mvit, is_timm_mvit
 
 SOURCES = ("timm", "torchvision", "official", "hf", "swinlab")
 _BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mask")
@@ -79,6 +81,8 @@ def convert(state_dict: Mapping, source: str) -> dict[str, torch.Tensor]:
         return _from_torchvision(sd)
     if source == "hf":
         return _from_hf(sd)
+    if source == "timm" and is_timm_mvit(sd):  # first: MViTv2's *_cls variants have a cls_token too
+        return from_timm_mvit(sd)
     if source == "timm" and (family := detect_timm_family(sd)) is not None:
         return from_timm_baseline(sd, family)
     # timm ≥ 0.9 merges at the start of stage i; the official layout (and old timm) at the end of stage i.

@@ -24,6 +24,7 @@ from ..errors import CheckpointError, CheckpointNotFoundError
 from ..files import atomic_path
 from ..models.registry import build_from_config, config_classes
 from .conversion import convert, infer_swin_config, unwrap
+from .convert_mvit import infer_mvit_config, is_timm_mvit, resize_rel_pos
 
 logger = logging.getLogger(__name__)
 
@@ -182,12 +183,15 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, *, source: str
         if "swinlab.config" in meta:
             config = config_from_json(meta["swinlab.config"])
             config = config.replace(**overrides) if overrides else config
+        elif is_timm_mvit(sd):  # an MViTv2 (timm's keys are swinlab's but for the head)
+            config = infer_mvit_config(sd, **overrides)
         else:
             overrides = {**peer_geometry(source, sd), **overrides}
             config = infer_swin_config(sd, **overrides)
         model = build_from_config(config)
     elif peer_geometry(source, sd) and hasattr(model, "set_peer_geometry"):
         model.set_peer_geometry(**peer_geometry(source, sd))
+    sd = resize_rel_pos(sd, model)  # MViTv2 tables for a model built at another img_size; else a no-op
     load_state_dict(model, sd, strict=strict)
     return model
 
