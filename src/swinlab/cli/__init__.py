@@ -8,6 +8,9 @@
                   [--epochs N] [--batch-size B] [--out DIR] [--resume] [--devices N] [--num-nodes M]
                   [--strategy S] [--accelerator A] [--smoke] [--strict]
                   [--config FILE] [--set FIELD=VALUE ...] [--print-config] [--base-lr LR] ...
+                  [--init CHECKPOINT] [--layer-decay D] [--train-fraction F | --labels-per-class N]
+    swinlab pretrain [--method simmim] [--recipe NAME] [--mask-ratio R] [--mask-patch-size PX] ...
+                     (the options of train)
     swinlab eval CHECKPOINT [--data ...] [--data-dir D] [--model M] [--limit N] [--json]
     swinlab predict CHECKPOINT|MODEL.onnx|MODEL.pt2 IMAGE [IMAGE ...] [--topk K] [--json]
     swinlab demo [--out runs/demo] [--quick] [--data-dir D]
@@ -36,7 +39,7 @@ import sys
 from types import ModuleType
 
 from ..errors import SwinlabError
-from . import bench, convert, demo, export, predict, profile, study, train
+from . import bench, convert, demo, export, predict, pretrain, profile, study, train
 from . import eval as eval_command
 from . import list as list_command
 
@@ -44,6 +47,7 @@ COMMANDS: dict[str, ModuleType] = {
     "list": list_command,
     "profile": profile,
     "train": train,
+    "pretrain": pretrain,
     "eval": eval_command,
     "predict": predict,
     "demo": demo,

@@ -99,7 +99,8 @@ class ImageDataModule(L.LightningDataModule):
                  num_workers: int = 0, val_size: float = 0.1, train_limit: int | None = None,
                  test_limit: int | None = None, seed: int = 0, augment: dict | None = None,
                  shuffle: bool = True, download: bool = False, strict: bool = False,
-                 synthetic_size: int = 512, num_classes: int = 10):
+                 synthetic_size: int = 512, num_classes: int = 10, train_fraction: float | None = None,
+                 labels_per_class: int | None = None):
         super().__init__()
         self.kind, self.data_dir = parse_data(data, data_dir)
         self.img_size, self.channels = tuple(img_size), channels
@@ -108,6 +109,7 @@ class ImageDataModule(L.LightningDataModule):
         self.seed, self.augment, self.shuffle = seed, augment, shuffle
         self.download, self.strict = download, strict
         self.synthetic_size, self.synthetic_classes = synthetic_size, num_classes
+        self.train_fraction, self.labels_per_class = train_fraction, labels_per_class
         self.train_set = self.val_set = self.test_set = None
         self.classes: list[str] = []
         self._base: tuple[Dataset, Dataset | None] | None = None
@@ -167,6 +169,9 @@ class ImageDataModule(L.LightningDataModule):
         test_idx, val_idx, train_idx = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
         if self.train_limit:
             train_idx = train_idx[:self.train_limit]
+        if self.train_fraction is not None or self.labels_per_class is not None:
+            train_idx = stratified_subset(train_idx, _labels(train, train_idx), seed=self.seed,
+                                          fraction=self.train_fraction, per_class=self.labels_per_class)
         ev = eval_transform(self.img_size, channels=self.channels)
         tr = train_transform(self.img_size, channels=self.channels, **self.augment) if self.augment else ev
         self.train_set = TransformedSubset(train, train_idx, tr)
@@ -204,3 +209,37 @@ class ImageDataModule(L.LightningDataModule):
     def steps_per_epoch(self, world_size: int = 1) -> int:
         """Optimizer steps in one epoch at ``world_size`` processes."""
         return math.ceil(len(self.train_set) / (self.batch_size * world_size))
+
+
+def _labels(dataset: Dataset, indices: Sequence[int]) -> list[int]:
+    """The class of each of ``indices`` (from the dataset's ``targets`` or ``samples`` without decoding)."""
+    if hasattr(dataset, "targets"):
+        return [int(dataset.targets[i]) for i in indices]
+    if hasattr(dataset, "samples"):
+        return [int(dataset.samples[i][1]) for i in indices]
+    return [int(dataset[i][1]) for i in indices]
+
+
+def stratified_subset(indices: Sequence[int], labels: Sequence[int], *, seed: int,
+                      fraction: float | None = None, per_class: int | None = None) -> list[int]:
+    """A labelled subset with every class in proportion: ``per_class`` images of each class, or
+    ``round(fraction · n_c)`` of each class's ``n_c`` (at least one). The choice depends on ``seed`` only
+    (the same subset for every variant of a seed) and keeps the order of ``indices``.
+
+    Raises:
+        DataError: for a class with fewer than ``per_class`` images.
+    """
+    g = torch.Generator().manual_seed(10_007 + seed)  # its own stream: not the split's permutation
+    by_class: dict[int, list[int]] = {}
+    for pos, y in enumerate(labels):
+        by_class.setdefault(int(y), []).append(pos)
+    keep: list[int] = []
+    for y in sorted(by_class):
+        members = by_class[y]
+        k = per_class if per_class is not None else max(1, round(fraction * len(members)))
+        if k > len(members):
+            raise DataError(f"labels_per_class={per_class} but class {y} has only {len(members)} training "
+                            f"images; lower it, or use train_fraction")
+        chosen = torch.randperm(len(members), generator=g)[:k].tolist()
+        keep.extend(members[i] for i in chosen)
+    return [indices[pos] for pos in sorted(keep)]

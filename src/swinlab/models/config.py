@@ -6,6 +6,7 @@ import dataclasses
 
 from ..errors import UnknownFieldError
 from ..functional.pair import Pair, to_pair
+from ..kernels.linear import BACKENDS
 
 __all__ = ["GLOBAL_POOLS", "ConfigMixin", "Pair", "to_pair"]
 
@@ -18,8 +19,6 @@ class ConfigMixin:
     def _check_shared(self) -> None:
         """Validate the fields several families share, where this config has them: ``drop_path_rate``,
         ``mlp_ratio``, ``linear_backend``, ``global_pool`` with ``class_token`` (raises ``ValueError``)."""
-        from ..kernels.linear import BACKENDS  # the kernels import the layers; configs stay import-light
-
         if hasattr(self, "drop_path_rate") and not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         if hasattr(self, "mlp_ratio") and self.mlp_ratio <= 0:

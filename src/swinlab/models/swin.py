@@ -233,9 +233,13 @@ class SwinTransformer(Classifier):
                         nn.init.zeros_(norm.bias)
 
     # --- the classifier API shared by every family -------------------------------------------
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, C_in, H, W)`` → normalized last-stage tokens ``(B, H/32, W/32, 8C)``."""
-        x = self._embed(x)
+    def forward_features(self, x: torch.Tensor, embed_hook=None) -> torch.Tensor:
+        """Images ``(B, C_in, H, W)`` → normalized last-stage tokens ``(B, H/32, W/32, 8C)``.
+
+        ``embed_hook``: a function of the patch tokens ``(B, H/P, W/P, C)`` applied right after the patch
+        embedding, before any position embedding (masked image modelling puts its mask token there).
+        """
+        x = self._embed(x, embed_hook)
         for i in range(len(self.stages)):
             x = self._stage(i, x)
         return self.norm(x)
@@ -296,9 +300,16 @@ class SwinTransformer(Classifier):
             y = self.global_context[i - 1](y, x)
         return y
 
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+    def _embed(self, x: torch.Tensor, hook=None) -> torch.Tensor:
         x = self.patch_embed(x)  # (B, H/P, W/P, C)
+        if hook is not None:
+            x = hook(x)
         return self.abs_pos(x) if self.abs_pos is not None else x
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per last-stage token along each side: ``P · 2^(stages-1)``."""
+        return self.config.patch_size * 2 ** (len(self.stages) - 1)
 
 
 

@@ -117,14 +117,26 @@ class VisionTransformer(Classifier):
         self._finish_init()
 
     # --- the classifier API shared by every family -------------------------------------------
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, C_in, H, W)`` → normalized tokens ``(B, 1+N, C)`` (class token first)."""
-        x = self.abs_pos(self.patch_embed(x))  # (B, H/P, W/P, C)
+    def forward_features(self, x: torch.Tensor, embed_hook=None) -> torch.Tensor:
+        """Images ``(B, C_in, H, W)`` → normalized tokens ``(B, 1+N, C)`` (class token first).
+
+        ``embed_hook``: a function of the patch tokens ``(B, H/P, W/P, C)`` applied right after the patch
+        embedding, before the position embedding (masked image modelling puts its mask token there).
+        """
+        x = self.patch_embed(x)  # (B, H/P, W/P, C)
+        if embed_hook is not None:
+            x = embed_hook(x)
+        x = self.abs_pos(x)
         x = x.flatten(1, 2)  # (B, N, C)
         if self.cls_token is not None:
             cls = (self.cls_token + self.cls_pos).expand(x.shape[0], -1, -1)  # (B, 1, C)
             x = torch.cat([cls.to(x.dtype), x], dim=1)  # (B, 1+N, C)
         return self.norm(self.blocks(x))
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per token along each side: the patch size."""
+        return self.config.patch_size
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Tokens ``(B, 1+N, C)`` → class token or mean patch token ``(B, C)`` → logits."""

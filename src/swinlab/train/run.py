@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -66,7 +67,8 @@ def build_datamodule(config: TrainConfig, img_size, channels: int, *, data: str 
         channels=channels, batch_size=batch_size or config.batch_size, num_workers=config.num_workers,
         val_size=config.val_size, train_limit=config.train_limit, test_limit=config.test_limit,
         seed=config.seed, augment=config.augment_kwargs(), shuffle=config.shuffle, strict=config.strict,
-        synthetic_size=config.synthetic_size,
+        synthetic_size=config.synthetic_size, train_fraction=config.train_fraction,
+        labels_per_class=config.labels_per_class,
     )
 
 
@@ -105,17 +107,31 @@ def fit(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, d
     dm.prepare_data()
     if dm.num_classes != mcfg.num_classes:
         mcfg = mcfg.replace(num_classes=dm.num_classes)
-    model = create_model(config.model, **{**config.model_overrides, "num_classes": mcfg.num_classes})
     world = devices * num_nodes if isinstance(devices, int) else len(devices) * num_nodes
-    module = ClassificationModule(
-        model, num_classes=mcfg.num_classes, lr=scaled_lr(config.base_lr, config.batch_size, world),
-        weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs,
-        warmup_start=config.warmup_start, min_lr_ratio=config.min_lr_ratio,
-        label_smoothing=config.label_smoothing, mixup_alpha=config.mixup_alpha,
-        cutmix_alpha=config.cutmix_alpha, ema_decay=config.ema_decay, class_names=dm.classes,
-        compile=config.compile, precision=precision,
-    )
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/acc1", mode="max",
+    schedule = dict(lr=scaled_lr(config.base_lr, config.batch_size, world), weight_decay=config.weight_decay,
+                    warmup_epochs=config.warmup_epochs, warmup_start=config.warmup_start,
+                    min_lr_ratio=config.min_lr_ratio, compile=config.compile, precision=precision)
+    pretraining = config.method == "simmim"
+    # SimMIM pretrains the encoder alone (no head: num_classes=0); labels are not read
+    model = create_model(config.model, **{**config.model_overrides,
+                                          "num_classes": 0 if pretraining else mcfg.num_classes})
+    if config.init:
+        transferred = load_encoder(model, config.init)
+        logger.info("initialized %d encoder tensors from %s", len(transferred), config.init)
+    if pretraining:
+        from .simmim import PretrainModule, SimMIM
+
+        simmim = SimMIM(model, mask_patch_size=config.mask_patch_size, norm_target=config.norm_target)
+        module = PretrainModule(simmim, mask_ratio=config.mask_ratio, **schedule)
+        monitor, mode = "val/loss", "min"
+    else:
+        module = ClassificationModule(
+            model, num_classes=mcfg.num_classes, label_smoothing=config.label_smoothing,
+            mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha, ema_decay=config.ema_decay,
+            class_names=dm.classes, layer_decay=config.layer_decay, **schedule,
+        )
+        monitor, mode = "val/acc1", "max"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode,
                                  save_top_k=1, save_last=True, enable_version_counter=False)
     trainer = L.Trainer(
         max_epochs=int(config.epochs), accelerator=accelerator, devices=devices, num_nodes=num_nodes,
@@ -149,8 +165,9 @@ class _Export(L.Callback):
         if trainer.is_global_zero:
             # the DataModule's names (Fashion-MNIST's, the folder names, synthetic's pattern0, ...),
             # else the copy the module keeps in its hyper-parameters
-            names = getattr(trainer.datamodule, "classes", None) or pl_module.hparams.class_names
-            export(pl_module.eval_model(), self.path, list(names or []), self.config,
+            names = getattr(trainer.datamodule, "classes", None) or pl_module.hparams.get("class_names")
+            model = pl_module.eval_model()
+            export(model, self.path, list(names or []) if model.config.num_classes else [], self.config,
                    precision=self.precision)
             logger.info("exported %s", self.path)
 
@@ -177,6 +194,47 @@ def export(model: nn.Module, path: str | os.PathLike, class_names: list[str] | N
             "swinlab.data": config.data, "swinlab.recipe": json.dumps(config.to_dict(), default=str),
             "swinlab.train_precision": precision or config.precision}
     return wio.save(model, path, metadata=meta)
+
+
+# Config fields a fine-tuned model may set differently from the encoder it starts from.
+_FINE_TUNE_FIELDS = frozenset({"num_classes", "drop_rate", "drop_path_rate", "attention_backend",
+                               "linear_backend", "extra"})
+
+
+def load_encoder(model: nn.Module, checkpoint: str | os.PathLike) -> list[str]:
+    """Copy every weight of a pretrained encoder (a swinlab ``.safetensors``: ``swinlab pretrain``'s
+    ``model.safetensors``, or any trained model) into ``model``, except the head, which stays new.
+
+    Returns:
+        The names of the tensors copied (every one of ``model``'s but ``head.*``).
+
+    Raises:
+        CheckpointError: for a checkpoint of another architecture (naming the config fields that
+            differ), or one that lacks or misshapes an encoder weight (naming it).
+    """
+    sd, meta = wio.read_state_dict(checkpoint)
+    if "swinlab.config" in meta:
+        saved = wio.config_from_json(meta["swinlab.config"])
+        ours = model.config
+        if type(saved) is not type(ours):
+            raise CheckpointError(f"{checkpoint} holds a {type(saved).__name__} encoder; this model is a "
+                                  f"{type(ours).__name__}: pretrain the same architecture")
+        differ = [f"{f.name}: checkpoint {getattr(saved, f.name)!r}, model {getattr(ours, f.name)!r}"
+                  for f in dataclasses.fields(ours)
+                  if f.name not in _FINE_TUNE_FIELDS and getattr(saved, f.name) != getattr(ours, f.name)]
+        if differ:
+            raise CheckpointError(f"{checkpoint} is an encoder of another architecture:\n  "
+                                  + "\n  ".join(differ)
+                                  + "\nfine-tune the model it was pretrained as (or pretrain this one)")
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+    problems = [f"  {k}: missing from the checkpoint" for k in own if k not in sd]
+    problems += [f"  {k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
+                 for k, v in own.items() if k in sd and sd[k].shape != v.shape]
+    if problems:
+        raise CheckpointError(f"{checkpoint} does not hold this model's encoder:\n"
+                              + "\n".join(problems[:10]))
+    model.load_state_dict({k: sd[k] for k in own}, strict=False)
+    return sorted(own)
 
 
 def load_checkpoint(checkpoint: str | os.PathLike, model: str | None = None) -> tuple[nn.Module, dict]:

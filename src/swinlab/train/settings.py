@@ -49,7 +49,8 @@ RESUMABLE_FIELDS = frozenset({"epochs", "num_workers", "data_dir", "progress_bar
 
 # the command-line flags that set a field directly (the highest precedence), by field name
 FLAG_FIELDS = ("model", "data", "data_dir", "epochs", "batch_size", "base_lr", "precision", "compile",
-               "num_workers", "seed")
+               "num_workers", "seed", "init", "layer_decay", "train_fraction", "labels_per_class", "method",
+               "mask_ratio", "mask_patch_size")
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
 _TYPES: dict[str, Any] = typing.get_type_hints(TrainConfig)
