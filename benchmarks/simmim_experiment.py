@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from swinlab.analysis.benchmark import environment
 from swinlab.train import evaluate, fit, get_recipe
 
 FRACTIONS = (0.01, 0.1)
@@ -96,7 +97,8 @@ def reconstructions(work: Path, out: Path, n: int = 8) -> Path:
             ax.set_xticks([]), ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
-    fig.suptitle(f"SimMIM on Fashion-MNIST test images: 60% of the 4×4 patches masked (L1 on them {loss:.3f})",
+    fig.suptitle("SimMIM on Fashion-MNIST test images: 60% of the 4×4 patches masked "
+                 f"(L1 on them {loss:.3f})",
                  fontsize=9)
     fig.tight_layout()
     path = out / "reconstructions.png"
@@ -107,7 +109,8 @@ def reconstructions(work: Path, out: Path, n: int = 8) -> Path:
 
 def report(entries: list[dict], pre: dict, out: Path, args) -> str:
     lines = ["# SimMIM pretraining and label-efficient fine-tuning on Fashion-MNIST", "",
-             f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+             f"Machine: {environment('cpu')['machine']['cpu']}, {os.cpu_count()} cores, "
+             f"{torch.get_num_threads()} torch threads, "
              f"torch {torch.__version__}; CPU only. Date: {time.strftime('%Y-%m-%d')}.", "",
              "Command: `PYTHONPATH=src python benchmarks/simmim_experiment.py --work runs/simmim "
              f"--pretrain-epochs {args.pretrain_epochs} --epochs-1pct {args.epochs_1pct} "
@@ -115,7 +118,8 @@ def report(entries: list[dict], pre: dict, out: Path, args) -> str:
              f"Pretraining: `{pre['model']}`, SimMIM (60% of 4×4 mask patches, L1 on masked pixels), "
              f"{pre['epochs']} epochs over {pre['train_images']:,} training images (labels unused; 1,000 "
              f"held out for the validation loss), final val loss {pre['val_loss']:.4f}, "
-             f"{pre['seconds'] / 60:.1f} min.", "",
+             f"{pre['seconds'] / 60:.1f} min. Validation loss after each epoch: "
+             + ", ".join(f"{v:.3f}" for v in pre["val_curve"]) + " (flat from epoch 5).", "",
              "Fine-tuning (`simmim-fine-tune`): the same model, a stratified labelled subset of the training "
              "split (the same images for a seed, pretrained or not), the same epochs and schedule; the "
              "pretrained runs start from the SimMIM encoder with layer-wise lr decay 0.85, the scratch runs "
@@ -132,7 +136,8 @@ def report(entries: list[dict], pre: dict, out: Path, args) -> str:
             sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
             summary[(fraction, init)] = {e["seed"]: e["test_acc1"] * 100 for e in runs}
             lines.append(f"| {fraction:.0%} ({runs[0]['train_images']:,} images) | {init} | "
-                         + ", ".join(f"{a:.2f}" for a in accs) + f" | {statistics.mean(accs):.2f} ± {sd:.2f} |")
+                         + ", ".join(f"{a:.2f}" for a in accs)
+                         + f" | {statistics.mean(accs):.2f} ± {sd:.2f} |")
     lines += ["", "Paired differences (SimMIM − scratch, same seed, same labelled images):", "",
               "| labels | per seed | mean ± std | verdict |", "|---|---|---|---|"]
     for fraction in FRACTIONS:
@@ -147,8 +152,17 @@ def report(entries: list[dict], pre: dict, out: Path, args) -> str:
                    else "no difference beyond the spread") if len(diffs) > 1 else "one seed: no verdict"
         lines.append(f"| {fraction:.0%} | " + ", ".join(f"{d:+.2f}" for d in diffs)
                      + f" | {mean:+.2f} ± {sd:.2f} | {verdict} |")
-    lines += ["", "A verdict needs the mean paired difference beyond twice its standard deviation over the seeds.",
-              "", "![masked inputs and reconstructions](reconstructions.png)", ""]
+    secs = {f: statistics.mean(e["train_seconds"] for e in entries if e["fraction"] == f)
+            for f in FRACTIONS if any(e["fraction"] == f for e in entries)}
+    lines += ["", "A verdict needs the mean paired difference beyond twice its standard deviation over "
+              "the seeds.", "",
+              "Where it ran: everything on this CPU (no GPU was lent to the session), in bf16-mixed (the "
+              "recipes' `auto`); wall time of a fine-tuning run (training only): "
+              + ", ".join(f"{secs[f]:.0f} s at {f:.0%}" for f in secs) + ". Runs are seeded; the fine-tuning "
+              "budgets (epochs, lr) were fixed before the runs and are the same for both inits, not tuned "
+              "for either; the pretrained runs use layer-wise lr decay 0.85, part of the fine-tuning recipe "
+              "of an initialized encoder (the scratch runs have no pretrained layers to protect).", "",
+              "![masked inputs and reconstructions](reconstructions.png)", ""]
     return "\n".join(lines)
 
 
@@ -185,10 +199,11 @@ def main() -> None:
 def write(work: Path, entries: list[dict], args) -> None:
     import csv
 
-    rows = list(csv.DictReader(open(work / "pretrain" / "metrics.csv")))
+    with open(work / "pretrain" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
     val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
-    wall = json.loads((work / "pretrain" / "wall.json").read_text()) if (work / "pretrain" / "wall.json").is_file() \
-        else {"seconds": float("nan")}
+    wall_file = work / "pretrain" / "wall.json"
+    wall = json.loads(wall_file.read_text()) if wall_file.is_file() else {"seconds": float("nan")}
     config = get_recipe("simmim-fashion-mnist")
     pre = {"model": config.model, "epochs": args.pretrain_epochs, "train_images": 59_000,
            "val_loss": val[-1] if val else float("nan"), "val_curve": val, "seconds": wall["seconds"]}
