@@ -72,3 +72,14 @@ def official_layout(timm_sd: dict) -> dict:
             out[k.replace("logit_scale", "relative_coords_table")] = torch.zeros(1, 15, 15, 2)
             out[k.replace("logit_scale", "relative_position_index")] = torch.zeros(64, 64)
     return {"model": out}
+
+
+def assert_same_training_gradients(fast: torch.nn.Module, ref: torch.nn.Module, x: torch.Tensor) -> None:
+    """One training backward of ``mean(model(x)²)`` through both models (same weights): every parameter's
+    gradient of ``fast`` equals ``ref``'s (rtol 1e-4, atol 1e-6), the message naming the parameter."""
+    fast.train(), ref.train()
+    for m in (ref, fast):
+        m(x).square().mean().backward()
+    grads = dict(ref.named_parameters())
+    for name, p in fast.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import swinlab
+from conftest import assert_same_training_gradients
 from swinlab.kernels import (
     WindowSpec,
     available_backends,
@@ -88,12 +89,7 @@ def test_whole_model_matches_and_inference_cache_follows_weight_changes(backend)
         torch.testing.assert_close(fast(x), ref(x), rtol=1e-5, atol=1e-5)
     if backend_inference_only(backend):
         return
-    fast.train(), ref.train()
-    for m in (ref, fast):
-        m(x).square().mean().backward()
-    g_ref = dict(ref.named_parameters())
-    for name, p in fast.named_parameters():
-        torch.testing.assert_close(p.grad, g_ref[name].grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert_same_training_gradients(fast, ref, x)
 
 
 def test_switching_backend_keeps_weights():

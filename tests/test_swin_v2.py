@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import swinlab
-from conftest import assert_close_rel, official_layout, parity_tol, randomize_
+from conftest import assert_close_rel, assert_same_training_gradients, official_layout, parity_tol, randomize_
 from swinlab.analysis import profile
 from swinlab.errors import ConfigError
 from swinlab.layers import ContinuousPositionBias
@@ -244,12 +244,7 @@ def test_backends_match_the_reference_and_cached_bias_follows_the_weights(backen
         assert (after - before).abs().max() > 1e-2  # the tables were re-evaluated, not reused stale
     if backend == "native":
         return
-    ref.train(), fast.train()
-    for m in (ref, fast):
-        m(x).square().mean().backward()
-    grads = dict(ref.named_parameters())
-    for name, p in fast.named_parameters():
-        torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert_same_training_gradients(fast, ref, x)
 
 
 def _unit_post_norms(model):

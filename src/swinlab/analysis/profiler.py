@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from ..functional.pair import Pair, to_pair
 from ..kernels import linear as _linear_kernels
-from ..layers import CrossAttention, WindowAttention
+from ..layers import ContinuousPositionBias, CrossAttention, WindowAttention
 
 
 def _linear_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
@@ -131,8 +131,9 @@ def profile(model: nn.Module, img_size: int | Pair | None = None, batch_size: in
         # Pass 1: eval mode, no grad, one image: MACs and the map every window attention sees.
         calls: list[tuple[WindowAttention, Pair]] = []
         context_calls: list[tuple[int, int, int]] = []
-        with _mode(model, training=False), torch.no_grad():
-            functional_call(model, tensors, (images(1),))  # warm the per-window caches (V2's CPB tables)
+        if any(isinstance(m, ContinuousPositionBias) for m in model.modules()):
+            with _mode(model, training=False), torch.no_grad():  # compute V2's CPB tables, not counted
+                functional_call(model, tensors, (images(1),))
         with _mode(model, training=False), _record_window_maps(model, calls), torch.no_grad(), \
                 _record_context_entries(model, context_calls), \
                 FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOPS) as counter:

@@ -106,7 +106,7 @@ def convert(state_dict: Mapping, source: str) -> dict[str, torch.Tensor]:
 
 def _from_torchvision(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # features.0 = [Conv2d, Permute, LayerNorm]; odd features.{1,3,5,7} = stages; even {2,4,6} = merging.
-    out = {}
+    out, v2_blocks = {}, _v2_blocks(sd)
     for k, v in sd.items():
         k = k.replace("features.0.0.", "patch_embed.proj.").replace("features.0.2.", "patch_embed.norm.")
         k = k.replace("attn.relative_position_bias_table", "attn.rel_pos.table")
@@ -118,7 +118,7 @@ def _from_torchvision(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             idx, rest = int(m.group(1)), m.group(2)
             # odd: a stage, features.{2s+1}.{block}.…; even: the merge before stage s, features.{2s}.…
             k = f"stages.{idx // 2}.{'blocks' if idx % 2 else 'downsample'}.{rest}"
-        if k.endswith(".attn.qkv.bias") and k.replace("qkv.bias", "logit_scale") in _renamed_keys(sd):
+        if k.endswith(".attn.qkv.bias") and k.removesuffix(".qkv.bias") in v2_blocks:
             q, _, v_ = v.chunk(3)  # Swin V2: torchvision zeroes the k third on every forward
             out[k.replace("qkv.bias", "q_bias")], out[k.replace("qkv.bias", "v_bias")] = q, v_
             continue
@@ -126,9 +126,10 @@ def _from_torchvision(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _renamed_keys(sd: dict[str, torch.Tensor]) -> set[str]:
-    """torchvision's ``features.{2s+1}.{j}.attn.logit_scale`` keys as swinlab names them (V2 blocks)."""
-    return {f"stages.{int(m.group(1)) // 2}.blocks.{m.group(2)}.attn.logit_scale"
+def _v2_blocks(sd: dict[str, torch.Tensor]) -> set[str]:
+    """The attention modules of torchvision's V2 blocks (those with a ``logit_scale``), as swinlab names
+    them: ``stages.{s}.blocks.{j}.attn``."""
+    return {f"stages.{int(m.group(1)) // 2}.blocks.{m.group(2)}.attn"
             for k in sd if (m := re.match(r"^features\.(\d+)\.(\d+)\.attn\.logit_scale$", k))}
 
 

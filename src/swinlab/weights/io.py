@@ -189,8 +189,8 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, *, source: str
             overrides = {**peer_geometry(source, sd), **overrides}
             config = infer_swin_config(sd, **overrides)
         model = build_from_config(config)
-    elif peer_geometry(source, sd) and hasattr(model, "set_peer_geometry"):
-        model.set_peer_geometry(**peer_geometry(source, sd))
+    elif (geometry := peer_geometry(source, sd)) and hasattr(model, "set_peer_geometry"):
+        model.set_peer_geometry(**geometry)
     sd = resize_rel_pos(sd, model)  # MViTv2 tables for a model built at another img_size; else a no-op
     load_state_dict(model, sd, strict=strict)
     return model
