@@ -8,7 +8,7 @@ FMNIST_DIR := /usr/share/datasets/fashion-mnist
 # torch/torchvision pinned to the builds this workplace's pip serves; CI installs the same.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data demo test test-fast lint bench clean
+.PHONY: setup data demo test test-all test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -31,7 +31,12 @@ data:
 demo: setup data
 	$(VENV)/bin/swinlab demo --out runs/demo
 
+# Every test but the exhaustive ones (larger copies of checks smaller tests make); CI runs this.
 test: setup data
+	$(PY) -m pytest -q -m "not exhaustive"
+
+# Everything, the largest presets and every export format at full size included.
+test-all: setup data
 	$(PY) -m pytest -q
 
 test-fast: setup

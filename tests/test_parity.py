@@ -24,10 +24,13 @@ TIMM = {  # swinlab name -> timm name
 }
 TORCHVISION = {"swin_t": "swin_t", "swin_s": "swin_s", "swin_b": "swin_b"}
 SLOW = {"swin_l", "swin_l_384", "swin_b_384", "swin_b", "swin_s"}
+# Swin-L converts as Swin-B with other widths (swin_b_384 checks window 12 at 384²): `make test-all` only.
+EXHAUSTIVE = {"swin_l", "swin_l_384"}
 
 
 def _params(names, slow=SLOW):
-    return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in names]
+    return [pytest.param(n, marks=[pytest.mark.slow, *([pytest.mark.exhaustive] if n in EXHAUSTIVE else [])])
+            if n in slow else n for n in names]
 
 
 def _compare(ours, theirs_logits, theirs_maps, x):
