@@ -269,6 +269,27 @@ def test_cached_table_is_recomputed_after_an_optimizer_step():
         assert not torch.equal(attn.rel_pos.table_for((4, 4)), t0)
 
 
+def test_inference_mode_caches_the_table_and_the_merged_bias():
+    """Under inference_mode the table is cached as an ordinary tensor, so SDPA's merged bias+mask cache
+    (which needs a version counter) serves it too: the second forward gathers nothing."""
+    from swinlab.kernels import sdpa
+
+    model = randomize_(swinlab.create_model("swinv2_pico", attention_backend="sdpa")).eval()
+    attn = model.stages[0].blocks[1].attn  # a shifted block: bias and mask merged
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        first = model(x)
+        table = attn.rel_pos.table_for((4, 4))
+        assert not table.is_inference() and attn.rel_pos.table_for((4, 4)) is table
+        cached = list(sdpa._entries_for(table).values())
+        assert cached, "no merged bias cached for the CPB table"
+        second = model(x)
+        assert next(iter(sdpa._entries_for(table).values())) is cached[0]  # reused, not recomputed
+    torch.testing.assert_close(first, second)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), first)
+
+
 def test_training_lowers_the_loss_and_reaches_every_v2_parameter():
     model = _unit_post_norms(swinlab.create_model("swinv2_pico"))
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))

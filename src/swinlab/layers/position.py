@@ -80,11 +80,19 @@ class ContinuousPositionBias(nn.Module):
             same = all(r() is p for r, p in zip(refs, params, strict=True))
             if same and versions == [p._version for p in params]:
                 return table
-        coords = self.coords(key, weight.device).to(weight.dtype)
-        table = 16 * torch.sigmoid(self.mlp(coords))  # (rows, heads)
-        if cacheable:
-            self._tables[key] = ([weakref.ref(p) for p in params], [p._version for p in params], table)
+        if not cacheable:
+            return self._evaluate(key, weight)
+        # A cached table is made outside inference_mode even when asked from inside it: an inference tensor
+        # keeps no version counter, and the attention backends cache the bias they gather from a table
+        # (with its mask, per window) only for tables that have one.
+        with torch.inference_mode(False), torch.no_grad():
+            table = self._evaluate(key, weight)
+        self._tables[key] = ([weakref.ref(p) for p in params], [p._version for p in params], table)
         return table
+
+    def _evaluate(self, window: Pair, weight: torch.Tensor) -> torch.Tensor:
+        coords = self.coords(window, weight.device).to(weight.dtype)
+        return 16 * torch.sigmoid(self.mlp(coords))  # (rows, heads)
 
     def _apply(self, fn, recurse=True):  # .to() / .half() / ...: cached tables are of the old tensors
         self._tables.clear()
