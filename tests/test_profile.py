@@ -118,3 +118,17 @@ def test_bad_sizes_are_rejected():
         profile(_meta("swin_pico"), img_size=0)
     with pytest.raises(ValueError, match="meta device"):
         profile(_meta("swin_pico"), device="cpu")
+
+
+def test_profiling_on_the_meta_device_leaves_no_meta_tensor_in_the_caches():
+    """A model profiled under ``with torch.device("meta")`` (as the study report does) must not leave
+    meta tensors in the window caches for the next model of the same geometry to trip on."""
+    from swinlab.functional import windows
+
+    windows._relative_position_index_cached.cache_clear()
+    with torch.device("meta"):
+        profile(create_model("swin_pico", num_classes=7), memory=False)
+    model = create_model("swin_pico", num_classes=7)
+    out = model(torch.randn(2, 3, 32, 32))
+    out.sum().backward()
+    assert out.shape == (2, 7) and torch.isfinite(out).all()

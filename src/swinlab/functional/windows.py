@@ -295,8 +295,8 @@ def _relative_position_index_cached(window: Pair, table_window: Pair) -> torch.T
 def _relative_position_index_cpu(window: Pair, table_window: Pair) -> torch.Tensor:
     mh, mw = window
     coords = torch.stack(
-        torch.meshgrid(torch.arange(mh), torch.arange(mw), indexing="ij")
-    ).flatten(1)  # (2, N)
+        torch.meshgrid(torch.arange(mh, device="cpu"), torch.arange(mw, device="cpu"), indexing="ij")
+    ).flatten(1)  # (2, N); on the CPU even inside a `with torch.device("meta")` (the cache would keep it)
     rel = coords[:, :, None] - coords[:, None, :]  # (2, N, N), offsets in (-(M-1), M-1)
     rel_h = rel[0] + table_window[0] - 1  # shift to [0, 2Mh-2] of the *table's* window
     rel_w = rel[1] + table_window[1] - 1
