@@ -66,6 +66,41 @@ def test_only_names_variants_and_rejects_unknown_ones():
     assert names == set(study.VARIANT_NAMES)
 
 
+def _window_blocks(name: str) -> tuple[int, int, int, list[int]]:
+    """(blocks, blocks over more than one window, shifting blocks, windows per stage) at the built size."""
+    from swinlab import create_model
+    from swinlab.analysis.profiler import profile
+
+    with torch.device("meta"):
+        stages = profile(create_model(name), memory=False)["stages"]
+    blocks = sum(s["blocks"] for s in stages)
+    multi = sum(s["blocks"] for s in stages if s["num_windows"] > 1)
+    shifting = sum(any(b["shift"]) for s in stages if s["num_windows"] > 1 for b in s["windows"])
+    return blocks, multi, shifting, [s["num_windows"] for s in stages]
+
+
+def test_the_study_swin_attends_over_several_windows_in_two_thirds_of_its_blocks():
+    """Issue 11: at least 2/3 of the blocks see more than one window, and every odd block of those stages
+    shifts; the global context samples from a stage of many windows."""
+    blocks, multi, shifting, windows = _window_blocks("swin_study_28")
+    assert (blocks, multi, shifting, windows) == (8, 6, 3, [16, 4, 1])
+    assert 3 * multi >= 2 * blocks and shifting == multi // 2
+    assert _window_blocks("swin_micro_28")[1:] == (2, 1, [4, 1, 1])  # the first study's model: why it tied
+    assert study.VARIANTS[0].model == "swin_study_28" and study.select(["gc_add_random"])[0].model == \
+        "swin_study_28_gc"
+
+
+def test_the_study_runs_on_either_swin_and_the_cli_offers_the_same():
+    from swinlab.cli import study as cli_study
+
+    assert cli_study.SWINS == study.SWINS
+    old = study.variants("swin_micro_28")
+    assert [v.name for v in old] == list(study.VARIANT_NAMES)
+    assert {v.model for v in old} == {"swin_micro_28", "swin_micro_28_gc", "vit_micro_28", "mixer_micro_28"}
+    with pytest.raises(ValueError, match="swin_t"):
+        study.variants("swin_t")
+
+
 # --- a smoke study, interrupted and resumed -------------------------------------------------------
 
 
@@ -108,7 +143,8 @@ def test_smoke_study_writes_results_and_report_and_resumes(tmp_path, monkeypatch
     assert results["summary"]["no_shift"]["vs_default"]["verdict"] == "1 seed"
     assert results["environment"]["machine"]["cpu"]
     report = (out / "report.md").read_text()
-    for text in ("Reduced CPU schedule", "Tie rule", "shifted windows", "w/o shifting", "rel. pos.",
+    for text in ("--recipe study --swin swin_study_28", "**Schedule** (recipe `study`)", "Tie rule",
+                  "shifted windows", "w/o shifting", "rel. pos.",
                  "abs.+rel. pos.", "global context", "ViT", "(1 seed)", "not run", "speed_accuracy.png",
                  "attention_maps.png", "torch "):
         assert text in report, text

@@ -83,13 +83,15 @@ def _report(schedule: Any, seeds: int, summary: dict, runs: dict, env: dict, thr
     machine = env["machine"]
     lines = [
         f"# Ablation study on {c.data}: Swin's Table 4, global context, baselines", "",
-        f"Reproduce: `swinlab study ablations --data {c.data} --seeds {seeds} --epochs {c.epochs}"
+        f"Reproduce: `swinlab study ablations --recipe {c.name} --swin {reference.model} --data {c.data} "
+        f"--seeds {seeds} --epochs {c.epochs}"
         + (f" --train-limit {c.train_limit}" if c.train_limit else "")
         + (f" --test-limit {c.test_limit}" if c.test_limit else "")
         + f" --threads {env['torch_threads']} --out DIR` (resumable: the same command again finishes what "
         "is missing; `--report-only` rewrites this report from the finished runs).", "",
         "## Settings", "",
-        f"**Reduced CPU schedule** (recipe `{c.name}`): {c.epochs} epoch(s) on {n_train} training images "
+        f"**{'Reduced CPU schedule' if c.name == 'ablations' else 'Schedule'}** (recipe `{c.name}`): "
+        f"{c.epochs} epoch(s) on {n_train} training images "
         f"(val {c.val_size} held out of the training split; test: "
         f"{'the full test set' if not c.test_limit else f'first {c.test_limit} test images'}), "
         f"batch {c.batch_size}, AdamW peak lr {c.base_lr * c.batch_size / 512:g} (base {c.base_lr:g} × "

@@ -9,6 +9,8 @@ import torch
 from ..precision import PRECISIONS
 from ._common import positive_int
 
+SWINS = ("swin_study_28", "swin_micro_28")  # as swinlab.train.study.SWINS (not imported: Lightning is slow)
+
 HELP = "train and report the ablation study (Table 4, extension, baselines)"
 
 
@@ -16,11 +18,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Declare the arguments of ``swinlab study``."""
     p.add_argument("study", choices=["ablations"],
                    help="ablations: Table 4 switches, global context, ViT/Mixer baselines")
+    p.add_argument("--recipe", choices=["study", "ablations"], default="study",
+                   help="study (default): the full schedule, 59,000 images × 30 epochs, a GPU's job; "
+                        "ablations: the first study's reduced CPU schedule (1 epoch, 4,000 images)")
+    p.add_argument("--swin", choices=list(SWINS), default=SWINS[0],
+                   help="the Swin whose switches are flipped: swin_study_28 (default; window 4, windows in "
+                        "6 of 8 blocks) or swin_micro_28 (window 7, the first study's)")
     p.add_argument("--data", default="fashion-mnist",
                    help="fashion-mnist (default) | synthetic | folder:PATH")
     p.add_argument("--data-dir", help="the Fashion-MNIST idx directory (default: Debian's)")
     p.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..N-1 per variant (default 3)")
-    p.add_argument("--epochs", type=positive_int, help="default: the ablations recipe's")
+    p.add_argument("--epochs", type=positive_int, help="default: the recipe's")
     p.add_argument("--train-limit", type=positive_int,
                    help="first N training images (default: the recipe's)")
     p.add_argument("--test-limit", type=positive_int, help="first N test images (default: all)")
@@ -53,9 +61,9 @@ def run(args: argparse.Namespace) -> int:
     speed = Throughput(batch_size=8, warmup=1, repeats=2) if args.smoke else Throughput()
     if args.threads:
         torch.set_num_threads(args.threads)
-    schedule = get_recipe("ablations", smoke=args.smoke, **changes)
+    schedule = get_recipe(args.recipe, smoke=args.smoke, **changes)
     results = run_ablations(args.out, schedule=schedule, seeds=args.seeds, only=args.only, work=args.work,
-                            throughput=speed, report_only=args.report_only)
+                            throughput=speed, report_only=args.report_only, swin=args.swin)
     done = sum(len(r) for r in results["runs"].values())
     print(f"{done} run(s) finished, {len(results['missing'])} missing; report: {args.out}/report.md")
     return 0

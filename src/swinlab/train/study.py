@@ -56,30 +56,42 @@ class Variant:
     group: str = ""  # legend group of the speed-accuracy plot
 
 
-def _gc(fusion: str, sampler: str) -> Variant:
-    tokens = get_config("swin_micro_28_gc").global_context.tokens  # K after stage 1 (49 at 28²)
-    return Variant(f"gc_{fusion}_{sampler}", "swin_micro_28_gc",
+# The Swin whose switches the study flips. swin_study_28 (window 4) attends over several windows in 6 of its 8
+# blocks; swin_micro_28 (window 7), the first study's model, in 2 (its later stages are one window each).
+SWINS = ("swin_study_28", "swin_micro_28")
+SWIN = SWINS[0]
+
+
+def _gc(swin: str, fusion: str, sampler: str) -> Variant:
+    tokens = get_config(f"{swin}_gc").global_context.tokens  # K after stage 1 (49 at 28²)
+    return Variant(f"gc_{fusion}_{sampler}", f"{swin}_gc",
                    {"global_context": f"{fusion}:{sampler}:{tokens}"},
                    f"+ global context ({fusion}, {sampler})", "Swin + global context")
 
 
-VARIANTS: tuple[Variant, ...] = (
-    Variant(DEFAULT, "swin_micro_28", {}, "Swin (shifted windows, rel. pos.)", "Swin ablations"),
-    Variant("no_shift", "swin_micro_28", {"shift": False}, "w/o shifting", "Swin ablations"),
-    Variant("no_mask", "swin_micro_28", {"mask_shifted": False}, "shifted, no mask", "Swin ablations"),
-    Variant("pos_none", "swin_micro_28", {"position": "none"}, "no pos.", "Swin ablations"),
-    Variant("pos_abs", "swin_micro_28", {"position": "abs"}, "abs. pos.", "Swin ablations"),
-    Variant("pos_abs_rel", "swin_micro_28", {"position": "abs+rel"}, "abs.+rel. pos.", "Swin ablations"),
-    Variant("pos_rel_only", "swin_micro_28", {"position": "rel-only"}, "rel. pos. w/o app.",
-            "Swin ablations"),
-    _gc("add", "random"),
-    _gc("max", "random"),
-    _gc("concat", "random"),
-    _gc("add", "grid"),
-    _gc("add", "pool"),
-    Variant("vit_micro_28", "vit_micro_28", {}, "ViT (vit_micro_28)", "baselines"),
-    Variant("mixer_micro_28", "mixer_micro_28", {}, "MLP-Mixer (mixer_micro_28)", "baselines"),
-)
+def variants(swin: str = SWIN) -> tuple[Variant, ...]:
+    """Every variant of the study, its Swin ones built on ``swin`` (one of :data:`SWINS`)."""
+    if swin not in SWINS:
+        raise ConfigError(f"the study's Swin must be one of {list(SWINS)}, got {swin!r}")
+    return (
+        Variant(DEFAULT, swin, {}, "Swin (shifted windows, rel. pos.)", "Swin ablations"),
+        Variant("no_shift", swin, {"shift": False}, "w/o shifting", "Swin ablations"),
+        Variant("no_mask", swin, {"mask_shifted": False}, "shifted, no mask", "Swin ablations"),
+        Variant("pos_none", swin, {"position": "none"}, "no pos.", "Swin ablations"),
+        Variant("pos_abs", swin, {"position": "abs"}, "abs. pos.", "Swin ablations"),
+        Variant("pos_abs_rel", swin, {"position": "abs+rel"}, "abs.+rel. pos.", "Swin ablations"),
+        Variant("pos_rel_only", swin, {"position": "rel-only"}, "rel. pos. w/o app.", "Swin ablations"),
+        _gc(swin, "add", "random"),
+        _gc(swin, "max", "random"),
+        _gc(swin, "concat", "random"),
+        _gc(swin, "add", "grid"),
+        _gc(swin, "add", "pool"),
+        Variant("vit_micro_28", "vit_micro_28", {}, "ViT (vit_micro_28)", "baselines"),
+        Variant("mixer_micro_28", "mixer_micro_28", {}, "MLP-Mixer (mixer_micro_28)", "baselines"),
+    )
+
+
+VARIANTS = variants()
 VARIANT_NAMES = tuple(v.name for v in VARIANTS)
 
 # The report's tables: (section, ((row label, variant name), ...)). One run may fill several rows.
@@ -96,10 +108,10 @@ EXTENSION = (
                                                  ("concat", "gc_concat_random"))),
     ("global context: sampler (fusion add)", (("random", "gc_add_random"), ("grid", "gc_add_grid"),
                                               ("pool", "gc_add_pool"))),
-    ("baselines (same schedule)", (("Swin (swin_micro_28)", DEFAULT), ("ViT (vit_micro_28)", "vit_micro_28"),
+    ("baselines (same schedule)", (("Swin (the study's)", DEFAULT), ("ViT (vit_micro_28)", "vit_micro_28"),
                                    ("MLP-Mixer (mixer_micro_28)", "mixer_micro_28"))),
 )
-TABLES = (("Table 4 layout: shifted windows and position embedding (swin_micro_28)", TABLE4),
+TABLES = (("Table 4 layout: shifted windows and position embedding", TABLE4),
           ("Global-context extension and same-schedule baselines", EXTENSION))  # (heading, sections)
 
 
@@ -110,15 +122,16 @@ class Throughput:
     repeats: int = 5
 
 
-def select(only: Iterable[str] | None) -> list[Variant]:
+def select(only: Iterable[str] | None, swin: str = SWIN) -> list[Variant]:
     """The variants named in ``only`` (names may be comma-separated), in study order; all if ``None``."""
+    every = variants(swin)
     if not only:
-        return list(VARIANTS)
+        return list(every)
     names = {n.strip() for item in only for n in item.split(",") if n.strip()}
     unknown = sorted(names - set(VARIANT_NAMES))
     if unknown:
         raise ConfigError(f"unknown variant(s) {unknown}; variants are {list(VARIANT_NAMES)}")
-    return [v for v in VARIANTS if v.name in names]
+    return [v for v in every if v.name in names]
 
 
 def run_config(schedule: TrainConfig, variant: Variant, seed: int) -> TrainConfig:
@@ -129,7 +142,8 @@ def run_config(schedule: TrainConfig, variant: Variant, seed: int) -> TrainConfi
 
 def run_ablations(out: str | os.PathLike, *, schedule: TrainConfig | None = None, seeds: int = 3,
                   only: Iterable[str] | None = None, work: str | os.PathLike = "runs/ablations-work",
-                  throughput: Throughput = Throughput(), report_only: bool = False, log=print) -> dict:
+                  throughput: Throughput = Throughput(), report_only: bool = False, swin: str = SWIN,
+                  log=print) -> dict:
     """Train and test every selected variant at seeds ``0 … seeds-1`` (skipping finished runs),
     then write ``results.json`` and ``report.md`` from every result under ``out``.
 
@@ -139,15 +153,16 @@ def run_ablations(out: str | os.PathLike, *, schedule: TrainConfig | None = None
         work: where ``fit`` writes checkpoints and logs.
         throughput: how inference throughput is measured.
         report_only: train nothing; report what has finished.
+        swin: the Swin the switches are flipped on (:data:`SWINS`).
 
     Returns:
         The summary written to ``results.json``.
     """
     schedule = schedule or get_recipe("ablations")
     out, work = Path(out), Path(work)
-    variants = select(only)
+    chosen = select(only, swin)
     if not report_only:
-        todo = [(v, s) for s in range(seeds) for v in variants]
+        todo = [(v, s) for s in range(seeds) for v in chosen]
         for i, (variant, seed) in enumerate(todo, 1):
             path = out / "runs" / variant.name / f"seed{seed}" / "result.json"
             config = run_config(schedule, variant, seed)
@@ -160,7 +175,8 @@ def run_ablations(out: str | os.PathLike, *, schedule: TrainConfig | None = None
             write_json(path, result)
             log(f"[{i}/{len(todo)}] {variant.name} seed {seed}: top-1 {result['test']['acc1']:.2%}, "
                 f"{result['throughput']['images_per_s']:.0f} img/s, {result['wall_s']:.0f} s")
-    return write_report(out, schedule=schedule, seeds=seeds, only=only, work=work, throughput=throughput)
+    return write_report(out, schedule=schedule, seeds=seeds, only=only, work=work, throughput=throughput,
+                        swin=swin)
 
 
 def run_one(variant: Variant, config: TrainConfig, work_dir: Path, throughput: Throughput) -> dict:
@@ -219,7 +235,7 @@ def collect(out: Path) -> dict[str, list[dict]]:
 
 def write_report(out: str | os.PathLike, *, schedule: TrainConfig, seeds: int,
                  only: Iterable[str] | None = None, work: str | os.PathLike = "runs/ablations-work",
-                 throughput: Throughput = Throughput()) -> dict:
+                 throughput: Throughput = Throughput(), swin: str = SWIN) -> dict:
     """``results.json``, ``report.md``, ``speed_accuracy.png`` and ``attention_maps.png`` from every
     finished run under ``out`` (``missing`` lists the runs of the ``only`` variants not yet there);
     returns the summary (:func:`swinlab.analysis.study_report.write_report`)."""
@@ -228,11 +244,11 @@ def write_report(out: str | os.PathLike, *, schedule: TrainConfig, seeds: int,
     default_runs = runs.get(DEFAULT, [])
     model_file = Path(default_runs[0]["model_file"]) if default_runs else None
     attention_model = load_checkpoint(model_file)[0] if model_file and model_file.is_file() else None
-    missing = [f"{v.name} seed {s}" for s in range(seeds) for v in select(only)
+    missing = [f"{v.name} seed {s}" for s in range(seeds) for v in select(only, swin)
                if not any(r["seed"] == s for r in runs.get(v.name, []))]
-    settings = {"schedule": _plain(schedule.to_dict()), "seeds": seeds,
+    settings = {"schedule": _plain(schedule.to_dict()), "seeds": seeds, "swin": swin,
                 "throughput": _plain(throughput.__dict__), "work": str(work)}
-    return study_report.write_report(out, runs, variants=VARIANTS, reference=DEFAULT, tables=TABLES,
+    return study_report.write_report(out, runs, variants=variants(swin), reference=DEFAULT, tables=TABLES,
                                      schedule=schedule, seeds=seeds, missing=missing, settings=settings,
                                      throughput=throughput, attention_model=attention_model)
 
