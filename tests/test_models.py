@@ -90,6 +90,31 @@ def test_any_input_size(size):
     assert maps[1].shape[2:] == (-(-h // 2), -(-w // 2))
 
 
+@pytest.mark.parametrize("patch", [2, 4, 8])
+@pytest.mark.parametrize("size", [(28, 28), (29, 30), (37, 51), (5, 9), (1, 1)])
+def test_the_convolutional_stem_keeps_the_patch_grid(patch, size):
+    """stem='conv' (3×3 stride-2 convolutions) gives the P×P patch stem's token grid, padded."""
+    from swinlab.layers.patch import PatchEmbed
+
+    x = torch.randn(2, 3, *size)
+    patch_stem = PatchEmbed(patch_size=patch, in_chans=3, embed_dim=16)
+    conv_stem = PatchEmbed(patch_size=patch, in_chans=3, embed_dim=16, stem="conv")
+    assert len([m for m in conv_stem.stem if isinstance(m, torch.nn.Conv2d)]) == patch.bit_length() - 1
+    assert conv_stem(x).shape == patch_stem(x).shape == (2, -(-size[0] // patch), -(-size[1] // patch), 16)
+
+
+def test_the_convolutional_stem_learns_and_rejects_what_it_cannot_build():
+    model = swinlab.create_model("swin_pico", stem="conv")
+    assert model.config.stem == "conv" and model.patch_embed.stem is not None
+    loss = model(torch.randn(4, 3, 32, 32)).logsumexp(-1).mean()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.patch_embed.parameters())
+    with pytest.raises(ValueError, match="power of two"):
+        swinlab.create_model("swin_pico", stem="conv", patch_size=3)
+    with pytest.raises(ValueError, match="stem must be one of"):
+        SwinConfig(stem="convolutional")
+
+
 def test_forward_intermediates_strides_and_channels():
     model = swinlab.create_model("swin_t").eval()
     with torch.no_grad():

@@ -93,12 +93,16 @@ def test_an_interrupted_save_keeps_the_last_good_checkpoint(tmp_path, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
 
 
-@pytest.mark.parametrize("name", ["swin_t", "swin_b_384", "swin_pico", "swin_micro_28"])
-def test_infer_config_from_a_state_dict(name):
+@pytest.mark.parametrize(("name", "overrides"), [("swin_t", {}), ("swin_b_384", {}), ("swin_pico", {}),
+                                                 ("swin_micro_28", {}), ("swin_pico", {"stem": "conv"}),
+                                                 ("swin_t", {"stem": "conv"}),
+                                                 ("swinv2_pico", {"stem": "conv"})])
+def test_infer_config_from_a_state_dict(name, overrides):
     with torch.device("meta"):
-        model = swinlab.create_model(name)
+        model = swinlab.create_model(name, **overrides)
+    v2 = {"window_size": model.config.window_size} if model.config.attention == "cosine" else {}
     cfg = infer_swin_config(model.state_dict(), img_size=model.config.img_size,
-                            drop_path_rate=model.config.drop_path_rate)
+                            drop_path_rate=model.config.drop_path_rate, **v2)
     assert cfg == model.config
 
 

@@ -15,6 +15,7 @@ from ..functional.pair import round_up, static_zero
 from .linear import Linear
 
 PATCH_REMAINDERS = ("pad", "drop")  # the last H mod P rows / W mod P columns: zero-padded | ignored
+STEMS = ("patch", "conv")  # the paper's P×P patch projection | a stack of 3×3 stride-2 convolutions
 
 
 class PatchEmbed(nn.Module):
@@ -24,17 +25,40 @@ class PatchEmbed(nn.Module):
     whose sides are not multiples of P is zero-padded at the bottom/right so that no pixel is
     dropped (a plain strided convolution would silently ignore the last ``H mod P`` rows);
     ``remainder="drop"`` ignores them instead, as timm's and torchvision's Swin do.
+
+    ``stem="conv"`` replaces the single P×P projection by log2(P) 3×3 stride-2 convolutions, each with
+    BatchNorm and ReLU and widths doubling up to ``embed_dim``, then a 1×1 projection: the convolutional
+    stem of Xiao et al. (2021, "Early convolutions help transformers see better"), which makes a
+    transformer learn faster from few images. Its token grid is the patch stem's with ``remainder="pad"``
+    (⌈H/P⌉ × ⌈W/P⌉); P must be a power of two.
     """
 
     def __init__(self, *, patch_size: int, in_chans: int, embed_dim: int, norm: bool = True,
-                 remainder: str = "pad"):
+                 remainder: str = "pad", stem: str = "patch"):
         super().__init__()
         if remainder not in PATCH_REMAINDERS:
             raise ValueError(f"remainder must be one of {PATCH_REMAINDERS}, got {remainder!r}")
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
         self.patch_size = patch_size
         self.in_chans = in_chans
         self.remainder = remainder
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.stem = None
+        if stem == "conv":
+            if patch_size < 2 or patch_size & (patch_size - 1):
+                raise ValueError(f"the convolutional stem halves the image log2(P) times: patch_size must be "
+                                 f"a power of two ≥ 2, got {patch_size}; use stem='patch'")
+            n = patch_size.bit_length() - 1
+            widths = [max(embed_dim >> (n - 1 - i), 1) for i in range(n)]
+            layers, ch = [], in_chans
+            for w in widths:
+                layers += [nn.Conv2d(ch, w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w),
+                           nn.ReLU(inplace=True)]
+                ch = w
+            self.stem = nn.Sequential(*layers)
+            self.proj = nn.Conv2d(ch, embed_dim, kernel_size=1)
+        else:
+            self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.norm = nn.LayerNorm(embed_dim) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,7 +71,9 @@ class PatchEmbed(nn.Module):
         p = self.patch_size
         pad_h, pad_w = round_up(x.shape[2], p) - x.shape[2], round_up(x.shape[3], p) - x.shape[3]
         # SymInt pads of a dynamic export: always pad (maybe by 0)
-        if self.remainder == "pad" and not static_zero(pad_h, pad_w):
+        if self.stem is not None:  # 3×3 stride-2 convolutions pad by 1: ⌈H/P⌉ × ⌈W/P⌉ outputs, no remainder
+            x = self.stem(x)
+        elif self.remainder == "pad" and not static_zero(pad_h, pad_w):
             x = F.pad(x, (0, pad_w, 0, pad_h))
         x = self.proj(x).permute(0, 2, 3, 1)  # (B, H/P, W/P, C)
         return self.norm(x)

@@ -46,7 +46,7 @@ from ..layers import (
 from ..layers.attention import ATTENTIONS
 from ..layers.global_context import GlobalContextConfig, GlobalContextFusion
 from ..layers.mlp import drop_path_rates
-from ..layers.patch import PATCH_REMAINDERS
+from ..layers.patch import PATCH_REMAINDERS, STEMS
 from .base import Classifier
 from .config import ConfigMixin, to_pair
 from .registry import register
@@ -70,6 +70,7 @@ class SwinConfig(ConfigMixin):
     drop_rate: float = 0.0  # dropout before the head
     drop_path_rate: float = 0.1  # stochastic depth of the last block; rises linearly from 0
     patch_norm: bool = True  # LayerNorm after the patch embedding
+    stem: str = "patch"  # patch (the paper's P×P projection) | conv (3×3 stride-2 convolutions, Xiao et al.)
     shift: bool = True  # Table 4 "shifted windows"; False = "w/o shifting"
     mask_shifted: bool = True  # mask cross-region pairs in shifted windows; False = attend without mask
     position: str = "rel"  # rel | none | abs | abs+rel | rel-only ("rel. pos. w/o app.")
@@ -115,6 +116,8 @@ class SwinConfig(ConfigMixin):
             raise ValueError(f"window_fit must be one of {WINDOW_FITS}, got {self.window_fit!r}")
         if self.shift_order not in SHIFT_ORDERS:
             raise ValueError(f"shift_order must be one of {SHIFT_ORDERS}, got {self.shift_order!r}")
+        if self.stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {self.stem!r}")
         if self.patch_remainder not in PATCH_REMAINDERS:
             raise ValueError(f"patch_remainder must be one of {PATCH_REMAINDERS}, "
                              f"got {self.patch_remainder!r}")
@@ -193,7 +196,8 @@ class SwinTransformer(Classifier):
         self.config = config
         c = config.embed_dim
         self.patch_embed = PatchEmbed(patch_size=config.patch_size, in_chans=config.in_chans,
-                                      embed_dim=c, norm=config.patch_norm, remainder=config.patch_remainder)
+                                      embed_dim=c, norm=config.patch_norm, remainder=config.patch_remainder,
+                                      stem=config.stem)
         grid = (-(-config.img_size[0] // config.patch_size), -(-config.img_size[1] // config.patch_size))
         self.abs_pos = (AbsolutePositionEmbedding(grid_size=grid, dim=c)
                         if config.position in ("abs", "abs+rel") else None)

@@ -195,10 +195,21 @@ def _grid_pos_embed(v: torch.Tensor) -> torch.Tensor:
     return v.reshape(1, side, side, v.shape[2])
 
 
+def _embedding(sd: Mapping[str, torch.Tensor], proj: torch.Tensor) -> dict:
+    """embed_dim, in_chans, patch_size and stem from the patch embedding: a P×P projection, or the
+    convolutional stem's log2(P) 3×3 stride-2 convolutions (``patch_embed.stem.{0,3,...}``)
+    before a 1×1 one."""
+    convs = [sd[k] for k in sorted((k for k in sd if re.match(r"^patch_embed\.stem\.\d+\.weight$", k)),
+                                   key=lambda k: int(k.split(".")[2])) if sd[k].ndim == 4]
+    if not convs:
+        return dict(embed_dim=proj.shape[0], in_chans=proj.shape[1], patch_size=proj.shape[2])
+    return dict(embed_dim=proj.shape[0], in_chans=convs[0].shape[1], patch_size=2 ** len(convs), stem="conv")
+
+
 def infer_swin_config(state_dict: Mapping[str, torch.Tensor], **overrides):
     """A :class:`SwinConfig` matching a swinlab-keyed Swin state dict (``overrides`` win).
 
-    Reads embed_dim, patch size, in_chans from the patch embedding; depths from the block keys;
+    Reads embed_dim, patch size, in_chans and the stem from the patch embedding; depths from the block keys;
     heads and window from the relative-bias tables; num_classes from the head; position from the
     presence of tables and an absolute embedding. ``img_size`` cannot be read off (it defaults to
     224², or 384² for a 12×12 window) and should be passed where it matters.
@@ -228,8 +239,7 @@ def infer_swin_config(state_dict: Mapping[str, torch.Tensor], **overrides):
     position = {(True, False): "rel", (True, True): "abs+rel", (False, True): "abs", (False, False): "none"}
     head = sd.get("head.weight")
     fields = dict(
-        embed_dim=proj.shape[0], in_chans=proj.shape[1], patch_size=proj.shape[2],
-        depths=tuple(depths), num_heads=tuple(heads), window_size=side,
+        **_embedding(sd, proj), depths=tuple(depths), num_heads=tuple(heads), window_size=side,
         img_size=384 if side == 12 else 224,
         num_classes=head.shape[0] if head is not None else 0,
         position=position[(has_rel, has_abs)],
@@ -246,8 +256,7 @@ def _infer_v2(sd, proj: torch.Tensor, depths: list[int], heads: list[int], **ove
     ``window_size``, ``img_size`` and ``pretrained_window_sizes`` passed)."""
     head = sd.get("head.weight")
     fields = dict(
-        embed_dim=proj.shape[0], in_chans=proj.shape[1], patch_size=proj.shape[2], depths=tuple(depths),
-        num_heads=tuple(heads), window_size=8, img_size=256,
+        **_embedding(sd, proj), depths=tuple(depths), num_heads=tuple(heads), window_size=8, img_size=256,
         num_classes=head.shape[0] if head is not None else 0,
         position="cpb" if "stages.0.blocks.0.attn.rel_pos.mlp.0.weight" in sd else "none",
         attention="cosine", res_post_norm=True, k_bias="stages.0.blocks.0.attn.qkv.bias" in sd,
