@@ -83,6 +83,28 @@ def test_fashion_mnist_from_a_directory(tmp_path):
     assert len(FashionMNIST(root, "test")) == 10 and len(FASHION_MNIST_CLASSES) == 10
 
 
+@pytest.mark.parametrize("augment", [None, {"crop_padding": 2, "hflip": True}])
+def test_loaders_fetch_a_batch_at_once_with_the_images_one_by_one_gives(tmp_path, augment):
+    """Fashion-MNIST loaders index a whole batch at once where the transform is deterministic: the same
+    tensors as per-image fetching; a random training transform is applied image by image."""
+    dm = ImageDataModule("fashion-mnist", str(_write_fashion(tmp_path / "fm", n_train=60, n_test=30)),
+                         batch_size=8, val_size=10, augment=augment)
+    dm.setup("fit")
+    assert (dm.train_set.batched, dm.val_set.batched, dm.test_set.batched) == (augment is None, True, True)
+    for loader in (dm.train_dataloader, dm.val_dataloader, dm.test_dataloader):
+        batched = list(loader())
+        for ds in (dm.train_set, dm.val_set, dm.test_set):
+            ds.batched = False
+        one_by_one = list(loader())
+        for ds in (dm.train_set, dm.val_set, dm.test_set):
+            ds.batched = True
+        assert len(batched) == len(one_by_one) > 1
+        for (xa, ya), (xb, yb) in zip(batched, one_by_one, strict=True):
+            assert xa.dtype == xb.dtype == torch.float32 and ya.dtype == yb.dtype == torch.int64
+            if augment is None or loader != dm.train_dataloader:
+                assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
 def test_missing_fashion_dir_says_how_to_install(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"apt-get install dataset-fashion-mnist.*--data-dir"):
         FashionMNIST(tmp_path / "nope")

@@ -25,10 +25,17 @@ from .transforms import eval_transform, train_transform
 
 
 class TransformedSubset(Dataset):
-    """``dataset[indices[i]]`` with ``transform`` applied to the image."""
+    """``dataset[indices[i]]`` with ``transform`` applied to the image.
 
-    def __init__(self, dataset: Dataset, indices: Sequence[int], transform=None):
+    ``batched``: the transform treats every image alike (no random op), so where ``dataset`` holds its
+    images in one tensor (it has ``batch(indices)``, as :class:`FashionMNIST`), the DataLoader fetches a
+    batch with one indexing and one transform call (``__getitems__``) instead of one per image: the same
+    tensors, ~10× faster, which on Fashion-MNIST is a tenth of a small model's training time.
+    """
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int], transform=None, batched: bool = False):
         self.dataset, self.indices, self.transform = dataset, list(indices), transform
+        self.batched = batched and callable(getattr(dataset, "batch", None))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -36,6 +43,13 @@ class TransformedSubset(Dataset):
     def __getitem__(self, i: int):
         x, y = self.dataset[self.indices[i]]
         return (self.transform(x) if self.transform else x), y
+
+    def __getitems__(self, items: list[int]) -> list:
+        if not self.batched:
+            return [self[i] for i in items]
+        x, y = self.dataset.batch([self.indices[i] for i in items])
+        x = self.transform(x) if self.transform else x
+        return list(zip(x.unbind(0), y.tolist(), strict=True))
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -174,15 +188,15 @@ class ImageDataModule(L.LightningDataModule):
                                           fraction=self.train_fraction, per_class=self.labels_per_class)
         ev = eval_transform(self.img_size, channels=self.channels)
         tr = train_transform(self.img_size, channels=self.channels, **self.augment) if self.augment else ev
-        self.train_set = TransformedSubset(train, train_idx, tr)
-        self.val_set = TransformedSubset(train, val_idx, ev)
+        self.train_set = TransformedSubset(train, train_idx, tr, batched=not self.augment)
+        self.val_set = TransformedSubset(train, val_idx, ev, batched=True)
         if test is None:
             test, test_idx = train, test_idx
         else:
             test_idx = list(range(len(test)))
         if self.test_limit:
             test_idx = test_idx[:self.test_limit]
-        self.test_set = TransformedSubset(test, test_idx, ev)
+        self.test_set = TransformedSubset(test, test_idx, ev, batched=True)
 
     # --- loaders ------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, sampler) -> DataLoader:

@@ -132,3 +132,9 @@ class FashionMNIST(Dataset):
     def __getitem__(self, i: int):
         x = self.images[i][None]  # (1, 28, 28)
         return (self.transform(x) if self.transform else x), int(self.targets[i])
+
+    def batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images (B, 1, 28, 28), labels (B,))`` of ``indices`` at once, through ``transform``: for a
+        transform that treats every image alike, the images ``__getitem__`` gives one by one."""
+        x = self.images[indices][:, None]
+        return (self.transform(x) if self.transform else x), self.targets[indices]
