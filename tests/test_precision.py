@@ -134,8 +134,8 @@ needs_native = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def fmnist_runs(tmp_path_factory):
     """The demo's swin_demo_28 trained on 7,500 Fashion-MNIST images for one epoch, once in float32 and once
-    in bf16-mixed, from the same seed, data and order (2-core Xeon: 78.15% / 78.10% top-1 on the 10,000 test
-    images; float32 from seed 1: 77.36%), about 30 s; swin_micro_28 took 100-175 s."""
+    in bf16-mixed, from the same seed, data and order (2-core Xeon: 77.67% / 77.43% top-1 on the 10,000 test
+    images; float32 from seed 1: 78.89%), about 30 s; swin_micro_28 took 100-175 s."""
     out = tmp_path_factory.mktemp("precision")
     base = get_recipe("demo").replace(epochs=1, train_limit=8000, batch_size=64,
                                       val_size=500, val_check_interval=1.0, progress_bar=False,
@@ -174,12 +174,12 @@ def test_bf16_inference_agrees_on_the_fashion_mnist_test_set(fmnist_runs):
 @needs_native
 def test_bf16_mixed_training_reaches_the_float32_accuracy(fmnist_runs):
     """Same seed, data and order: bf16-mixed ends within 1.5 points of float32 on the 10,000 test images
-    (at this budget two seeds of float32 differ by 0.8 points), and records what it ran."""
+    (at this budget two seeds of float32 differ by 1.2 points), and records what it ran."""
     acc = {}
     for prec, run in fmnist_runs.items():
         assert run["precision"] == prec
         acc[prec] = evaluate(run["model"])["acc1"]
-    assert acc["32-true"] > 0.6  # a trained model (78.1% at this budget), not chance
+    assert acc["32-true"] > 0.6  # a trained model (77.7% at this budget), not chance
     assert abs(acc["bf16-mixed"] - acc["32-true"]) <= 0.015, acc
 
 
