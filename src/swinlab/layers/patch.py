@@ -68,13 +68,13 @@ class PatchEmbed(nn.Module):
                 f"convert the input to {self.in_chans} channel(s) or build the model with "
                 f"in_chans={x.shape[1] if x.ndim == 4 else '...'}"
             )
-        p = self.patch_size
-        pad_h, pad_w = round_up(x.shape[2], p) - x.shape[2], round_up(x.shape[3], p) - x.shape[3]
-        # SymInt pads of a dynamic export: always pad (maybe by 0)
         if self.stem is not None:  # 3×3 stride-2 convolutions pad by 1: ⌈H/P⌉ × ⌈W/P⌉ outputs, no remainder
             x = self.stem(x)
-        elif self.remainder == "pad" and not static_zero(pad_h, pad_w):
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        elif self.remainder == "pad":
+            p = self.patch_size
+            pad_h, pad_w = round_up(x.shape[2], p) - x.shape[2], round_up(x.shape[3], p) - x.shape[3]
+            if not static_zero(pad_h, pad_w):  # SymInt pads of a dynamic export: always pad (maybe by 0)
+                x = F.pad(x, (0, pad_w, 0, pad_h))
         x = self.proj(x).permute(0, 2, 3, 1)  # (B, H/P, W/P, C)
         return self.norm(x)
 

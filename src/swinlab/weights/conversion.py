@@ -199,11 +199,11 @@ def _embedding(sd: Mapping[str, torch.Tensor], proj: torch.Tensor) -> dict:
     """embed_dim, in_chans, patch_size and stem from the patch embedding: a P×P projection, or the
     convolutional stem's log2(P) 3×3 stride-2 convolutions (``patch_embed.stem.{0,3,...}``)
     before a 1×1 one."""
-    convs = [sd[k] for k in sorted((k for k in sd if re.match(r"^patch_embed\.stem\.\d+\.weight$", k)),
-                                   key=lambda k: int(k.split(".")[2])) if sd[k].ndim == 4]
+    convs = sum(v.ndim == 4 for k, v in sd.items() if re.match(r"^patch_embed\.stem\.\d+\.weight$", k))
     if not convs:
         return dict(embed_dim=proj.shape[0], in_chans=proj.shape[1], patch_size=proj.shape[2])
-    return dict(embed_dim=proj.shape[0], in_chans=convs[0].shape[1], patch_size=2 ** len(convs), stem="conv")
+    return dict(embed_dim=proj.shape[0], in_chans=sd["patch_embed.stem.0.weight"].shape[1],
+                patch_size=2 ** convs, stem="conv")
 
 
 def infer_swin_config(state_dict: Mapping[str, torch.Tensor], **overrides):
