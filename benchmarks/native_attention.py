@@ -11,6 +11,14 @@ the CPU, in one process, interleaved (one call of each in turn), medians.
     PYTHONPATH=src python benchmarks/native_attention.py --threads 2 \
         --out benchmarks/results/cpu_native_attention.json
 
+``--training``: the training kernels against ``"reference"`` (the backend ``auto`` trained with before),
+forward + backward of each call (the demo's three shapes, swin_demo_28 at batch 128, and Swin-T's at batch
+8; qkv in bfloat16 as bf16-mixed hands it over, the bias table in float32), and whole training steps
+(bf16-mixed autocast, fused AdamW) of swin_demo_28 at batch 128 and Swin-T at batch 8, 224²:
+
+    PYTHONPATH=src python benchmarks/native_attention.py --training --threads 2 \
+        --out benchmarks/results/cpu_native_attention_training.json
+
 Prints a table and writes the JSON (machine, versions, date, load average before and after: the
 development machine is shared, so ratios from one run are what to compare, not absolute times).
 """
@@ -126,6 +134,72 @@ def whole_model(repeats: int) -> list[dict]:
     return rows
 
 
+# (label, windows, tokens per window, window, shift, heads, channels per head)
+TRAIN_SHAPES = [
+    ("swin_demo_28 b128 stage 1 SW-MSA", 512, 16, (4, 4), (2, 2), 2, 16),
+    ("swin_demo_28 b128 stage 2", 128, 16, (4, 4), (0, 0), 4, 16),
+    ("swin_demo_28 b128 stage 3", 128, 4, (2, 2), (0, 0), 8, 16),
+    ("swin_t b8 stage 1 SW-MSA", 512, 49, (7, 7), (3, 3), 3, 32),
+    ("swin_t b8 stage 3", 32, 49, (7, 7), (0, 0), 12, 32),
+]
+
+
+def training_calls(repeats: int) -> list[dict]:
+    from swinlab.kernels import reference as ref_mod
+
+    rows = []
+    for label, bnw, n, window, shift, heads, d in TRAIN_SHAPES:
+        spec = WindowSpec(num_heads=heads, window=window, shift=shift, table_window=window, scale=d**-0.5)
+        g = torch.Generator().manual_seed(0)
+        qkv = torch.randn(bnw, n, 3 * heads * d, generator=g).bfloat16().requires_grad_()
+        table = torch.randn((2 * window[0] - 1) * (2 * window[1] - 1), heads, generator=g).requires_grad_()
+        map_size = tuple(2 * w if s else w for w, s in zip(window, shift, strict=True))
+        grad = torch.randn(bnw, n, heads * d, generator=g).bfloat16()
+
+        def step(attend, qkv=qkv, table=table, spec=spec, map_size=map_size, grad=grad):
+            with torch.autocast("cpu", torch.bfloat16):
+                out = attend(qkv, table, spec, map_size=map_size)
+            out.backward(grad)
+
+        res = _ab({"reference": lambda step=step: step(ref_mod.attend_windows),
+                   "native": lambda step=step: step(native.attend_windows)}, repeats)
+        row = {"shape": label, "windows": bnw, "tokens": n, "heads": heads, "head_dim": d,
+               "reference": res["reference"], "native": res["native"],
+               "ratio_reference_over_native": res["reference"]["median_ms"] / res["native"]["median_ms"]}
+        rows.append(row)
+        print(f"{label:>34} fwd+bwd: reference {res['reference']['median_ms']:7.3f} ms  native "
+              f"{res['native']['median_ms']:7.3f} ms  x{row['ratio_reference_over_native']:.2f}", flush=True)
+    return rows
+
+
+def training_steps(repeats: int) -> list[dict]:
+    rows = []
+    for name, batch in (("swin_demo_28", 128), ("swin_t", 8)):
+        model = swinlab.create_model(name)
+        opt = torch.optim.AdamW(model.parameters(), 1e-4, fused=True)
+        x = torch.randn(batch, model.config.in_chans, *model.config.img_size,
+                        generator=torch.Generator().manual_seed(0))
+        y = torch.randint(0, model.config.num_classes, (batch,), generator=torch.Generator().manual_seed(1))
+
+        def step(backend, model=model, opt=opt, x=x, y=y):
+            model.set_attention_backend(backend)
+            with torch.autocast("cpu", torch.bfloat16):
+                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        res = _ab({b: (lambda b=b, step=step: step(b)) for b in ("reference", "native")}, repeats, warmup=3)
+        row = {"model": name, "batch": batch, "precision": "bf16-mixed", "optimizer": "AdamW (fused)",
+               "reference": res["reference"], "native": res["native"],
+               "images_per_s": {b: batch / (res[b]["median_ms"] / 1e3) for b in res},
+               "ratio_reference_over_native": res["reference"]["median_ms"] / res["native"]["median_ms"]}
+        rows.append(row)
+        print(f"{name} b{batch} training step: reference {res['reference']['median_ms']:7.1f} ms  native "
+              f"{res['native']['median_ms']:7.1f} ms  x{row['ratio_reference_over_native']:.3f}", flush=True)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
@@ -133,6 +207,7 @@ def main() -> None:
     p.add_argument("--model-repeats", type=int, default=9, help="interleaved steps per backend")
     p.add_argument("--skip-model", action="store_true")
     p.add_argument("--skip-calls", action="store_true", help="the whole model only")
+    p.add_argument("--training", action="store_true", help="the training kernels against the reference")
     p.add_argument("--out", default=None, help="JSON file to write")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -149,11 +224,14 @@ def main() -> None:
            "auto_takes_native": native.auto_eligible(), "load_average_before": os.getloadavg()}
     out = {"environment": env, "command": "PYTHONPATH=src python benchmarks/native_attention.py "
            f"--threads {args.threads} --repeats {args.repeats} --model-repeats {args.model_repeats}"
-           + (" --skip-model" if args.skip_model else "") + (" --skip-calls" if args.skip_calls else "")}
+           + (" --skip-model" if args.skip_model else "") + (" --skip-calls" if args.skip_calls else "")
+           + (" --training" if args.training else "")}
     # this process's CPU time over the wall time of each part: about the thread count when the cores were
     # ours (the machine is shared: other jobs' time slices show as a lower figure and as slow outliers)
-    parts = ([] if args.skip_calls else [("per_call", lambda: per_call(args.repeats))]) + (
-        [] if args.skip_model else [("whole_model", lambda: whole_model(args.model_repeats))])
+    calls, model = (training_calls, training_steps) if args.training else (per_call, whole_model)
+    env["auto_trains_with_native"] = native.train_eligible()
+    parts = ([] if args.skip_calls else [("per_call", lambda: calls(args.repeats))]) + (
+        [] if args.skip_model else [("whole_model", lambda: model(args.model_repeats))])
     for name, run in parts:
         wall0, cpu0 = time.perf_counter(), sum(os.times()[:2])
         out[name] = run()

@@ -1,7 +1,8 @@
 """The fused CPU inference kernel (``attention_backend="native"``, :mod:`swinlab.kernels.native`): equal to
 the reference, built once per source/compiler/CPU and cached, harmless to load (the process's
 floating-point mode and OpenMP runtime stay as they were), a safe fallback to ``"sdpa"`` when it
-cannot build, inference only, and one opaque operator under ``torch.compile``.
+cannot build, one opaque operator under ``torch.compile``, and training kernels (forward and gradients)
+equal to the reference.
 
 Tolerances: float32 1e-5 (relative and absolute; the kernel's exp is within 2.3e-7 and it sums in
 float32). bfloat16: 2e-2 against the float64 answer for the same bf16-rounded inputs: the output is
@@ -16,11 +17,13 @@ import platform
 import subprocess
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import swinlab
+from conftest import assert_same_training_gradients
 from swinlab import kernels
 from swinlab.analysis.profiler import _EXTRA_FLOPS
 from swinlab.functional.windows import relative_bias, shifted_window_mask
@@ -313,22 +316,106 @@ def test_first_use_inside_a_flop_counter_shows_the_kernel_alone(fresh_kernel):
     assert counts == {"swinlab.native_window_attention": 4 * bnw * n * n * c3 // 3}
 
 
-# --- inference only -----------------------------------------------------------------------------------
+# --- training ------------------------------------------------------------------------------------------
 
 
-def test_a_gradient_request_is_a_clear_error():
+@pytest.fixture
+def trained(monkeypatch):
+    """Counts the training kernels' runs: a gradient test must not pass on the fallback to the reference."""
+    calls = []
+    real = native._TrainAttention.apply
+    monkeypatch.setattr(native._TrainAttention, "apply", lambda *a: calls.append(a[0].shape) or real(*a))
+    yield calls
+    assert calls, f"the training kernels never ran ({native.unavailable_reason() or 'fell back'})"
+
+
+def _exact_grads(qkv, table, spec, map_size, grad):
+    """Output and gradients (qkv, table) of the float64 reference on the same inputs."""
+    x = qkv.detach().double().requires_grad_()
+    t = table.detach().double().requires_grad_() if table is not None else None
+    out = ref_mod.attend_windows(x, t, spec, map_size=map_size)
+    wrt = [x] if t is None else [x, t]
+    return out, torch.autograd.grad(out, wrt, grad.double())
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.bfloat16, BF16_TOL)])
+@pytest.mark.parametrize("case", [*CASES, (4, 4, (2, 2), (0, 0), 8, 16, True),
+                                  (6, 10, (3, 5), (1, 2), 2, 40, True)], ids=str)
+def test_training_kernels_equal_the_reference_forward_and_gradients(case, dtype, tol, trained):
+    """Output and gradients of qkv and of the bias table against the float64 reference on the same inputs,
+    for 49-, 16-, 28-, 15- and 4-token windows, 8 to 40 channels per head (whole and padded vectors)."""
+    qkv, table, spec, map_size = _windows(case, dtype)
+    qkv.requires_grad_()
+    if table is not None:
+        table.requires_grad_()
+    out = native.attend_windows(qkv, table, spec, map_size=map_size)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    wrt = [qkv] if table is None else [qkv, table]
+    got = torch.autograd.grad(out, wrt, grad)
+    want_out, want = _exact_grads(qkv, table, spec, map_size, grad)
+    assert out.dtype == got[0].dtype == dtype and got[0].shape == qkv.shape
+    torch.testing.assert_close(out.double(), want_out, rtol=tol, atol=tol)
+    for g, w in zip(got, want, strict=True):  # on the gradient's own scale (bf16 rounds the inputs' products)
+        assert (g.double() - w).abs().max() <= tol * max(1.0, w.abs().max().item())
+
+
+def test_training_kernels_agree_on_one_or_two_threads_and_a_frozen_table(trained):
+    qkv, table, spec, map_size = _windows(CASES[1], torch.float32, batch=3)
+    threads = torch.get_num_threads()
+    grads = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            x, t = qkv.clone().requires_grad_(), table.clone().requires_grad_()
+            out = native.attend_windows(x, t, spec, map_size=map_size)
+            grads.append((out, *torch.autograd.grad(out.square().sum(), [x, t])))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    torch.testing.assert_close(grads[0][2], grads[1][2], rtol=1e-5, atol=1e-5)  # per-thread sums, reordered
+    x = qkv.clone().requires_grad_()  # a frozen table: the gradient of qkv alone
+    out = native.attend_windows(x, table, spec, map_size=map_size)
+    torch.testing.assert_close(torch.autograd.grad(out.square().sum(), x)[0], grads[0][1])
+
+
+@pytest.mark.parametrize("name", ["swin_pico", "swin_demo_28"])
+def test_whole_model_trains_as_the_reference(name, trained):
+    ref = swinlab.create_model(name, attention_backend="reference")
+    fast = swinlab.create_model(name, attention_backend="native")
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(4, ref.config.in_chans, *ref.config.img_size)
+    assert_same_training_gradients(fast, ref, x)
+    with torch.autocast("cpu", torch.bfloat16):  # bf16-mixed: the kernel more exact than the reference
+        for m in (ref, fast):
+            m.zero_grad()
+            m(x).float().square().mean().backward()
+    for (pname, a), b in zip(fast.named_parameters(), ref.parameters(), strict=True):  # bf16 rounds in both
+        assert (a.grad - b.grad).norm() <= 5e-2 * b.grad.norm() + 1e-6, pname
+
+
+def test_training_kernels_that_disagree_fail_the_self_check():
+    class Broken:  # the real library, but a backward that leaves its outputs untouched
+        def __init__(self, lib):
+            self.lib = lib
+
+        def __getattr__(self, name):
+            return getattr(self.lib, name)
+
+        def swinlab_wa_train_backward(self, *args):
+            return 0
+
+    assert native._train_self_check(native._KERNEL.lib, np.random.default_rng(0)) is None
+    problem = native._train_self_check(Broken(native._KERNEL.lib), np.random.default_rng(0))
+    assert problem is not None and "gradient of qkv" in problem
+
+
+def test_training_under_a_flop_counter_or_compile_runs_the_reference(monkeypatch):
     qkv, table, spec, map_size = _windows(CASES[1], torch.float32)
-    with pytest.raises(swinlab.errors.ConfigError, match=r"inference.*'auto'.*'reference'"):
+    calls = []
+    monkeypatch.setattr(native._TrainAttention, "apply", lambda *a: calls.append(1))
+    with FlopCounterMode(display=False) as counter:
         native.attend_windows(qkv.requires_grad_(), table, spec, map_size=map_size)
-    table = table.requires_grad_()
-    with pytest.raises(swinlab.errors.ConfigError, match="inference"):
-        native.attend_windows(qkv.detach(), table, spec, map_size=map_size)
-    model = swinlab.create_model("swin_pico", attention_backend="native").train()
-    with pytest.raises(swinlab.errors.ConfigError, match="inference"):
-        model(torch.randn(1, 3, 32, 32))
-    assert kernels.backend_inference_only("native") and not kernels.backend_inference_only("sdpa")
-    with torch.no_grad():
-        model.eval()(torch.randn(1, 3, 32, 32))  # no gradient needed: runs
+    assert not calls and counter.get_total_flops() > 0  # the reference's matmuls were counted
 
 
 # --- auto, compile, export ----------------------------------------------------------------------------
@@ -338,7 +425,9 @@ def test_auto_takes_native_in_cpu_inference_where_eligible(monkeypatch):
     expected = "native" if native.auto_eligible() else "sdpa"
     for dtype in (torch.float32, torch.bfloat16):
         assert kernels.select_backend("cpu", dtype) == expected
-        assert kernels.select_backend("cpu", dtype, requires_grad=True) == "reference"
+        training = "native" if native.train_eligible() else "reference"
+        assert kernels.select_backend("cpu", dtype, requires_grad=True) == training
+    assert kernels.select_backend("cpu", torch.float64, requires_grad=True) == "reference"
     assert kernels.select_backend("cpu", torch.float64) == "sdpa"
     assert kernels.select_backend("cuda", torch.bfloat16) == "sdpa"
     monkeypatch.setattr(kernels, "exporting", lambda: True)  # torch.export / ONNX / jit.trace capturing

@@ -12,12 +12,13 @@ shift and partition by index (``"triton"``) take the whole map only.
 ``"auto"`` decides on every call from the tensors' device and whether a gradient is needed (see
 :func:`select_backend`), so a model moved between devices never runs a backend that fails there:
 ``"sdpa"`` on CUDA, ``"native"`` in CPU inference where that kernel built and runs the code it was
-measured faster with (else ``"sdpa"``), ``"reference"`` in CPU training (each measured the fastest
-there: ``benchmarks/results/``).
+measured faster with (else ``"sdpa"``), ``"native"`` in CPU training on AVX-512 CPUs where it built
+(else ``"reference"``; each measured the fastest there: ``benchmarks/results/``).
 
-``"native"`` (:mod:`swinlab.kernels.native`) is a fused C kernel for CPU inference, compiled on first
-use; it takes no gradient (an error says so), and runs ``"sdpa"`` where it cannot build or does not take
-the shape. :func:`backend_inference_only` names such backends.
+``"native"`` (:mod:`swinlab.kernels.native`) is a fused C kernel for the CPU, compiled on first use: an
+inference kernel, and a forward/backward pair where a gradient is needed; it runs ``"sdpa"``
+(``"reference"`` in training) where it cannot build or does not take the shape.
+:func:`backend_inference_only` names backends that take no gradient (none of the built-in ones).
 
 The fused ``"triton"`` backend is listed when ``triton`` is installed and imported only when it is
 first asked for by name (a broken Triton cannot break ``import swinlab``); it takes CUDA tensors (CPU
@@ -137,16 +138,20 @@ def select_backend(device: torch.device | str, dtype: torch.dtype = torch.float3
     ``torch.export``, the ONNX exporter or ``torch.jit.trace`` captures a graph (which should hold
     standard operators only), ``"sdpa"`` (PyTorch's fused CPU attention with the merged bias+mask, 4-D):
     Swin-T ×1.10 faster than ``"reference"`` at batch 8, float32 (one thread; ×1.09 on two). The kernel
-    is built (about 2 s) on the first such call. CPU training: ``"reference"``: with a learned bias that
-    needs its gradient SDPA's CPU backward is no faster, and the whole training step was ×1.04 slower
-    with it (``benchmarks/results/cpu_swin_t_b8_224_float32.json``, 2-core AMD EPYC). CUDA and other
+    is built (about 2 s) on the first such call. CPU training: ``"native"``'s training kernels where they
+    built, passed their check and the CPU has AVX-512 (:func:`swinlab.kernels.native.train_eligible`;
+    1.3-2.2× ``"reference"`` per call on a 2-core Xeon, training steps ×1.17 (demo), ×1.06 (Swin-T):
+    ``benchmarks/results/cpu_native_attention_training.json``), else ``"reference"`` (SDPA's CPU backward
+    with a learned bias is no faster: the whole training step was ×1.04 slower with it,
+    ``benchmarks/results/cpu_swin_t_b8_224_float32.json``, 2-core AMD EPYC). CUDA and other
     devices: ``"sdpa"`` (memory-efficient attention with the merged bias); not yet measured against
     ``"triton"`` on a GPU.
     """
     cpu = torch.device(device).type == "cpu"
+    takes = cpu and dtype in (torch.float32, torch.bfloat16) and not exporting()
     if cpu and requires_grad:
-        return "reference"
-    if cpu and dtype in (torch.float32, torch.bfloat16) and not exporting() and native.auto_eligible():
+        return "native" if takes and native.train_eligible() else "reference"
+    if takes and native.auto_eligible():
         return "native"
     return "sdpa"
 
@@ -167,8 +172,7 @@ def _auto_windows(qkv: torch.Tensor, table: torch.Tensor | None, spec: WindowSpe
     return _WINDOWED[name](qkv, table, spec, map_size=map_size)
 
 
-register_backend("native", native.window_attention, devices=native.DEVICES, windows_fn=native.attend_windows,
-                 inference_only=True)
+register_backend("native", native.window_attention, devices=native.DEVICES, windows_fn=native.attend_windows)
 
 __all__ = [
     "WindowSpec",

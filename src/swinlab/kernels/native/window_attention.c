@@ -959,3 +959,359 @@ int swinlab_window_attention(int dtype, const void *qkv, const float *bias, void
     free(padrow);
     return failed ? 2 : 0;
 }
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Training: the forward that keeps the attention weights P, and the backward                         */
+/*                                                                                                    */
+/* The same problems (window, head) and qkv/out layouts as above, and:                                */
+/*   bias  (H, N, N)       float32 in natural base (not log2(e)), unpadded: the relative bias of      */
+/*                         every window; NULL for none                                                */
+/*   mask  (NM, N, N)      float32, the same: the region mask of window w % NM; NULL for none         */
+/*   p     (BW, H, N, NP)  float32: Softmax(scale Q K^T + B), rows padded with zeros to NP (N rounded  */
+/*                         up to 16); written by the forward, read by the backward                    */
+/*   dout, dqkv            the gradients of out and qkv, in their layouts and dtype                   */
+/*   dbias (T, H, N, NP)   float32, zeroed by the caller, T >= nthreads: thread t adds the logits'    */
+/*                         gradient dS of its problems to slice t (the caller sums the slices and     */
+/*                         drops the padding columns); NULL when the bias needs no gradient           */
+/* Every product runs in float32 on 16-float vectors (bf16 inputs widened exactly, bf16 outputs       */
+/* rounded to nearest even); each row of q, k, v and dO is copied into scratch padded to DP = 16 DV    */
+/* channels. Backward: dP = dO V^T, dS = P (dP - rowsum(P dP)), dQ = scale dS K, dK = scale dS^T Q,   */
+/* dV = P^T dO, each output row accumulated in registers.                                              */
+
+typedef struct {
+    float *q, *k, *v, *g; /* n rows of dp: q, k, v and the output's gradient, widened */
+    float *t;             /* d rows of np: K^T (forward) or V^T (backward) */
+    float *s;             /* n rows of np: dS (backward) */
+} train_scratch;
+
+static void train_carve(train_scratch *ts, int n, int dp, int np, carver *c) {
+    const size_t rows = (size_t)n * dp * 4;
+    ts->q = carve(c, rows);
+    ts->k = carve(c, rows);
+    ts->v = carve(c, rows);
+    ts->g = carve(c, rows);
+    ts->t = carve(c, (size_t)dp * np * 4);
+    ts->s = carve(c, (size_t)n * np * 4);
+}
+
+/* n rows of d channels (row stride ld) into rows of dp floats, zeros after d */
+static inline __attribute__((always_inline)) void
+load_rows(int dtype, const void *src, int64_t ld, int n, int d, float *dst, const int DV) {
+    for (int i = 0; i < n; i++) {
+        v16 *row = (v16 *)(dst + (size_t)i * 16 * DV);
+        for (int c = 0; c < DV; c++) {
+            const int cnt = d - 16 * c;
+            if (dtype == 0) {
+                row[c] = load_part((const float *)src + i * ld + 16 * c, cnt);
+            } else {
+                const uint16_t *h = (const uint16_t *)src + i * ld + 16 * c;
+                if (cnt >= 16) {
+                    row[c] = bf16x16_to_f32(*(const v16hu *)h);
+                } else {
+                    v16 x = (v16){0};
+                    for (int e = 0; e < cnt; e++) x[e] = bf16_to_f32(h[e]);
+                    row[c] = x;
+                }
+            }
+        }
+    }
+}
+
+/* one row of d channels from vectors */
+static inline __attribute__((always_inline)) void
+store_row(int dtype, const v16 *x, int d, void *dst, const int DV) {
+    for (int c = 0; c < DV; c++) {
+        const int cnt = d - 16 * c;
+        if (dtype == 0) {
+            float *f = (float *)dst + 16 * c;
+            if (cnt >= 16)
+                *(v16u *)f = x[c];
+            else
+                for (int e = 0; e < cnt; e++) f[e] = x[c][e];
+        } else {
+            uint16_t *h = (uint16_t *)dst + 16 * c;
+            const v16h b = f32_to_bf16x16(x[c]);
+            if (cnt >= 16)
+                *(v16hu *)h = b;
+            else
+                for (int e = 0; e < cnt; e++) h[e] = b[e];
+        }
+    }
+}
+
+/* a row of cnt floats (up to 16 NV), zeros after, as NV vectors */
+static inline __attribute__((always_inline)) void load_row_part(const float *src, int cnt, v16 *x,
+                                                                const int NV) {
+    for (int jv = 0; jv < NV; jv++) x[jv] = load_part(src + 16 * jv, cnt - 16 * jv);
+}
+
+static inline float hsum(v16 x) {
+    float s = 0.0f;
+    for (int e = 0; e < 16; e++) s += x[e];
+    return s;
+}
+
+typedef struct {
+    int dtype, n, d, heads, np;
+    int64_t ld, ldo, nb;
+    float scale;
+} train_geom;
+
+static inline __attribute__((always_inline)) void
+train_forward_problem(const train_geom *g, const train_scratch *ts, const char *src, const float *b,
+                      const float *mk, float *pt, char *dst, const int NV, const int DV) {
+    const int n = g->n, d = g->d, np = 16 * NV, dp = 16 * DV, heads = g->heads;
+    const size_t es = g->dtype == 0 ? 4 : 2;
+    load_rows(g->dtype, src, g->ld, n, d, ts->q, DV);
+    load_rows(g->dtype, src + (size_t)heads * d * es, g->ld, n, d, ts->k, DV);
+    load_rows(g->dtype, src + (size_t)2 * heads * d * es, g->ld, n, d, ts->v, DV);
+    for (int e = 0; e < d; e++) { /* K^T, zeros past the n keys */
+        float *kt = ts->t + (size_t)e * np;
+        for (int j = 0; j < n; j++) kt[j] = ts->k[(size_t)j * dp + e];
+        for (int j = n; j < np; j++) kt[j] = 0.0f;
+    }
+    v16 valid[NV]; /* 0 on real keys, NEG on the padding ones */
+    for (int jv = 0; jv < NV; jv++)
+        for (int e = 0; e < 16; e++) valid[jv][e] = 16 * jv + e < n ? 0.0f : NEG;
+    for (int i = 0; i < n; i++) {
+        v16 acc[NV];
+        if (b)
+            load_row_part(b + (size_t)i * n, n, acc, NV);
+        else
+            for (int jv = 0; jv < NV; jv++) acc[jv] = (v16){0};
+        if (mk) {
+            v16 mrow[NV];
+            load_row_part(mk + (size_t)i * n, n, mrow, NV);
+            for (int jv = 0; jv < NV; jv++) acc[jv] += mrow[jv];
+        }
+        const float *qi = ts->q + (size_t)i * dp;
+        for (int e = 0; e < d; e++) {
+            const v16 a = vsplat(qi[e] * g->scale);
+            const v16 *kt = (const v16 *)(ts->t + (size_t)e * np);
+            for (int jv = 0; jv < NV; jv++) acc[jv] += a * kt[jv];
+        }
+        v16 mx = acc[0] + valid[0];
+        for (int jv = 0; jv < NV; jv++) {
+            acc[jv] += valid[jv];
+            mx = vmax(mx, acc[jv]);
+        }
+        float m = mx[0];
+        for (int e = 1; e < 16; e++) m = mx[e] > m ? mx[e] : m;
+        v16 sum = (v16){0};
+        for (int jv = 0; jv < NV; jv++) {
+            v16 x = vexp2((acc[jv] - m) * 1.44269504088896341f, 5);
+            x = (v16)((v16i)x & (v16i)(valid[jv] == 0.0f)); /* exactly 0 on the padding keys */
+            acc[jv] = x;
+            sum += x;
+        }
+        const v16 inv = vsplat(1.0f / hsum(sum));
+        v16u *prow = (v16u *)(pt + (size_t)i * np); /* p: any 4-byte alignment */
+        for (int jv = 0; jv < NV; jv++) prow[jv] = acc[jv] * inv;
+        v16 o[DV];
+        for (int c = 0; c < DV; c++) o[c] = (v16){0};
+        const float *pr = pt + (size_t)i * np;
+        for (int j = 0; j < n; j++) {
+            const v16 pj = vsplat(pr[j]);
+            const v16 *vj = (const v16 *)(ts->v + (size_t)j * dp);
+            for (int c = 0; c < DV; c++) o[c] += pj * vj[c];
+        }
+        store_row(g->dtype, o, d, dst + (size_t)i * g->ldo * es, DV);
+    }
+}
+
+static inline __attribute__((always_inline)) void
+train_backward_problem(const train_geom *g, const train_scratch *ts, const char *src, const float *pt,
+                       const char *gsrc, char *dst, float *db, const int NV, const int DV) {
+    const int n = g->n, d = g->d, np = 16 * NV, dp = 16 * DV, heads = g->heads;
+    const size_t es = g->dtype == 0 ? 4 : 2;
+    load_rows(g->dtype, src, g->ld, n, d, ts->q, DV);
+    load_rows(g->dtype, src + (size_t)heads * d * es, g->ld, n, d, ts->k, DV);
+    load_rows(g->dtype, src + (size_t)2 * heads * d * es, g->ld, n, d, ts->v, DV);
+    load_rows(g->dtype, gsrc, g->ldo, n, d, ts->g, DV);
+    for (int e = 0; e < d; e++) { /* V^T */
+        float *vt = ts->t + (size_t)e * np;
+        for (int j = 0; j < n; j++) vt[j] = ts->v[(size_t)j * dp + e];
+        for (int j = n; j < np; j++) vt[j] = 0.0f;
+    }
+    const v16 sc = vsplat(g->scale);
+    for (int i = 0; i < n; i++) {
+        v16 acc[NV];
+        for (int jv = 0; jv < NV; jv++) acc[jv] = (v16){0};
+        const float *gi = ts->g + (size_t)i * dp;
+        for (int e = 0; e < d; e++) { /* dP row i */
+            const v16 a = vsplat(gi[e]);
+            const v16 *vt = (const v16 *)(ts->t + (size_t)e * np);
+            for (int jv = 0; jv < NV; jv++) acc[jv] += a * vt[jv];
+        }
+        const v16u *pi = (const v16u *)(pt + (size_t)i * np);
+        v16 r = (v16){0};
+        for (int jv = 0; jv < NV; jv++) r += pi[jv] * acc[jv];
+        const v16 rs = vsplat(hsum(r));
+        v16 *si = (v16 *)(ts->s + (size_t)i * np);
+        for (int jv = 0; jv < NV; jv++) si[jv] = pi[jv] * (acc[jv] - rs); /* dS row i (0 on padding) */
+        if (db) {
+            v16u *dbi = (v16u *)(db + (size_t)i * np);
+            for (int jv = 0; jv < NV; jv++) dbi[jv] += si[jv];
+        }
+        v16 dq[DV];
+        for (int c = 0; c < DV; c++) dq[c] = (v16){0};
+        const float *sr = ts->s + (size_t)i * np;
+        for (int j = 0; j < n; j++) {
+            const v16 sj = vsplat(sr[j]);
+            const v16 *kj = (const v16 *)(ts->k + (size_t)j * dp);
+            for (int c = 0; c < DV; c++) dq[c] += sj * kj[c];
+        }
+        for (int c = 0; c < DV; c++) dq[c] *= sc;
+        store_row(g->dtype, dq, d, dst + (size_t)i * g->ld * es, DV);
+    }
+    for (int j = 0; j < n; j++) {
+        v16 dk[DV], dv[DV];
+        for (int c = 0; c < DV; c++) dk[c] = dv[c] = (v16){0};
+        for (int i = 0; i < n; i++) {
+            const v16 sij = vsplat(ts->s[(size_t)i * np + j]), pij = vsplat(pt[(size_t)i * np + j]);
+            const v16 *qi = (const v16 *)(ts->q + (size_t)i * dp), *gi = (const v16 *)(ts->g + (size_t)i * dp);
+            for (int c = 0; c < DV; c++) {
+                dk[c] += sij * qi[c];
+                dv[c] += pij * gi[c];
+            }
+        }
+        for (int c = 0; c < DV; c++) dk[c] *= sc;
+        store_row(g->dtype, dk, d, dst + ((size_t)j * g->ld + (size_t)heads * d) * es, DV);
+        store_row(g->dtype, dv, d, dst + ((size_t)j * g->ld + (size_t)2 * heads * d) * es, DV);
+    }
+}
+
+/* Instances on constant shapes: key vectors NV (up to 64 tokens) and channel vectors DV (up to 32
+ * channels); anything else (up to 256 tokens and 128 channels) through the largest. */
+#define TRAIN_CASES(X) X(1, 1) X(1, 2) X(2, 1) X(2, 2) X(3, 1) X(3, 2) X(4, 1) X(4, 2) X(16, 8)
+
+#define TRAIN_INSTANCE(NV, DV)                                                                             \
+    static void train_fwd_##NV##_##DV(const train_geom *g, const train_scratch *ts, const char *src,        \
+                                      const float *b, const float *mk, float *pt, char *dst) {              \
+        train_forward_problem(g, ts, src, b, mk, pt, dst, NV, DV);                                          \
+    }                                                                                                       \
+    static void train_bwd_##NV##_##DV(const train_geom *g, const train_scratch *ts, const char *src,        \
+                                      const float *pt, const char *gsrc, char *dst, float *db) {            \
+        train_backward_problem(g, ts, src, pt, gsrc, dst, db, NV, DV);                                      \
+    }
+TRAIN_CASES(TRAIN_INSTANCE)
+
+typedef void (*train_fwd_fn)(const train_geom *, const train_scratch *, const char *, const float *,
+                             const float *, float *, char *);
+typedef void (*train_bwd_fn)(const train_geom *, const train_scratch *, const char *, const float *,
+                             const char *, char *, float *);
+
+/* the first instance that fits nv key vectors and dv channel vectors (TRAIN_CASES is ordered so that it is the
+ * smallest); np and dp: the row widths it lays its rows out with */
+static void pick_train(int nv, int dv, train_fwd_fn *fwd, train_bwd_fn *bwd, int *np, int *dp) {
+#define TRAIN_PICK(NV, DV)                   \
+    if (nv <= NV && dv <= DV) { /* the first that fits */ \
+        *fwd = train_fwd_##NV##_##DV;        \
+        *bwd = train_bwd_##NV##_##DV;        \
+        *np = 16 * NV;                       \
+        *dp = 16 * DV;                       \
+        return;                              \
+    }
+    TRAIN_CASES(TRAIN_PICK)
+#undef TRAIN_PICK
+    *fwd = train_fwd_16_8;
+    *bwd = train_bwd_16_8;
+    *np = 256;
+    *dp = 128;
+}
+
+static int train_setup(train_geom *g, int dtype, int64_t bw, int64_t nb, int n, int heads, int d, float scale,
+                       int nthreads, train_fwd_fn *fwd, train_bwd_fn *bwd, int *dp) {
+    if (n < 1 || n > MAXN || d < 1 || d > MAXD || heads < 1 || bw < 1 || nb < 1 || bw % nb || nthreads < 1 ||
+        (dtype != 0 && dtype != 1))
+        return 1;
+    g->dtype = dtype;
+    g->n = n;
+    g->d = d;
+    g->heads = heads;
+    g->ld = 3 * (int64_t)heads * d;
+    g->ldo = (int64_t)heads * d;
+    g->nb = nb;
+    g->scale = scale;
+    pick_train((n + 15) / 16, (d + 15) / 16, fwd, bwd, &g->np, dp);
+    return 0;
+}
+
+/* NP of the p and dbias rows for n tokens: what the instance of these shapes lays them out with */
+int swinlab_wa_train_row(int n, int d) {
+    train_fwd_fn f;
+    train_bwd_fn b;
+    int np, dp;
+    if (n < 1 || n > MAXN || d < 1 || d > MAXD) return 0;
+    pick_train((n + 15) / 16, (d + 15) / 16, &f, &b, &np, &dp);
+    return np;
+}
+
+/* The arguments of a training call: the forward reads qkv, bias, mask and writes out and p; the backward
+ * reads qkv, p and dout and writes dqkv and dbias. */
+typedef struct {
+    const void *qkv, *dout;
+    const float *bias, *mask;
+    void *out, *dqkv;
+    float *p, *dbias;
+    int64_t bw, nm;
+} train_args;
+
+/* Both passes: the problems split among the threads, each with its scratch (kept between calls). */
+static int train_run(const train_args *a, int backward, int dtype, int n, int heads, int d, float scale,
+                     int nthreads) {
+    train_geom g;
+    train_fwd_fn fwd;
+    train_bwd_fn bwd;
+    int dp;
+    if (train_setup(&g, dtype, a->bw, a->nm, n, heads, d, scale, nthreads, &fwd, &bwd, &dp)) return 1;
+    const int64_t total = a->bw * heads;
+    const size_t es = dtype == 0 ? 4 : 2;
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+#if defined(_OPENMP)
+        const int64_t nth = omp_get_num_threads(), tid = omp_get_thread_num();
+#else
+        const int64_t nth = 1, tid = 0;
+#endif
+        train_scratch ts;
+        carver c = {NULL, 0};
+        train_carve(&ts, n, dp, g.np, &c);
+        c.base = arena(c.off, (1ull << 62) | ((uint64_t)n << 16) | (uint64_t)d);
+        c.off = 0;
+        failed = c.base == NULL;
+        if (!failed) train_carve(&ts, n, dp, g.np, &c);
+        float *db = a->dbias ? a->dbias + tid * (int64_t)heads * n * g.np : NULL;
+        for (int64_t t = total * tid / nth; t < total * (tid + 1) / nth && !failed; t++) {
+            const int64_t w = t / heads;
+            const int h = (int)(t % heads);
+            const size_t off = (size_t)(w * n * g.ld + (int64_t)h * d) * es;       /* of q in qkv */
+            const size_t ooff = (size_t)(w * n * g.ldo + (int64_t)h * d) * es;     /* of the output rows */
+            float *pt = a->p + t * (int64_t)n * g.np;
+            if (backward) {
+                bwd(&g, &ts, (const char *)a->qkv + off, pt, (const char *)a->dout + ooff, (char *)a->dqkv + off,
+                    db ? db + (int64_t)h * n * g.np : NULL);
+            } else {
+                const float *b = a->bias ? a->bias + (int64_t)h * n * n : NULL;
+                const float *mk = a->mask ? a->mask + (w % a->nm) * (int64_t)n * n : NULL;
+                fwd(&g, &ts, (const char *)a->qkv + off, b, mk, pt, (char *)a->out + ooff);
+            }
+        }
+    }
+    return failed ? 2 : 0;
+}
+
+int swinlab_wa_train_forward(int dtype, const void *qkv, const float *bias, const float *mask, void *out, float *p,
+                             int64_t bw, int64_t nm, int n, int heads, int d, float scale, int nthreads) {
+    const train_args a = {.qkv = qkv, .bias = bias, .mask = mask, .out = out, .p = p, .bw = bw, .nm = nm};
+    return train_run(&a, 0, dtype, n, heads, d, scale, nthreads);
+}
+
+int swinlab_wa_train_backward(int dtype, const void *qkv, const float *p, const void *dout, void *dqkv,
+                              float *dbias, int64_t bw, int64_t nm, int n, int heads, int d, float scale,
+                              int nthreads) {
+    const train_args a = {.qkv = qkv, .p = (float *)p, .dout = dout, .dqkv = dqkv, .dbias = dbias, .bw = bw,
+                          .nm = nm};
+    return train_run(&a, 1, dtype, n, heads, d, scale, nthreads);
+}
