@@ -100,8 +100,8 @@ def _csv_rows(path):
 
 @pytest.mark.skipif(not fm.DEFAULT_DIR.is_dir(), reason="Fashion-MNIST is not installed")
 def test_fashion_mnist_subset_smoke_fit(tmp_path):
-    config = get_recipe("fashion-mnist", smoke=True)  # swin_micro_28, 256 images, MixUp + erasing on
-    assert config.mixup_alpha > 0 and config.random_erasing > 0
+    config = get_recipe("fashion-mnist", smoke=True)  # the conv-stem model, 256 images, crop + erasing on
+    assert config.random_erasing > 0 and config.crop_padding
     result = fit(config, tmp_path, accelerator="cpu")
     r = evaluate(result["model"], test_limit=128)
     assert r["images"] == 128 and 0.0 <= r["acc1"] <= r["acc5"] <= 1.0 and math.isfinite(r["loss"])
