@@ -119,6 +119,21 @@ class _Kill(L.Callback):
             raise KeyError("killed")
 
 
+class _WorseAfterFirst(L.Callback):
+    """Reports a validation top-1 that falls after the first validation, so the best epoch is not the last."""
+
+    def on_validation_end(self, trainer, pl_module):  # before ModelCheckpoint's (Lightning runs those last)
+        trainer.callback_metrics["val/acc1"] = torch.tensor(1.0 / (1 + trainer.current_epoch))
+
+
+def test_last_checkpoint_is_the_latest_epoch_not_the_best(tmp_path):
+    result = fit(_tiny(epochs=3), tmp_path, accelerator="cpu", callbacks=[_WorseAfterFirst()])
+    last = torch.load(result["last"], map_location="cpu", weights_only=False)
+    best = torch.load(result["best"], map_location="cpu", weights_only=False)
+    assert last["global_step"] == result["global_step"] and last["epoch"] == 2  # what --resume continues
+    assert best["epoch"] == 0 and best["global_step"] < result["global_step"]
+
+
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
     # augmentation, MixUp and EMA on: the RNG streams and the EMA must be restored too
     config = _tiny(epochs=2, augment=True, crop_padding=2, hflip=True, mixup_alpha=0.4, ema_decay=0.9,

@@ -183,7 +183,7 @@ def fashion_mnist(smoke: bool = False) -> TrainConfig:
     so 40 epochs are about 70-80 minutes with Lightning's loop; resumable (``--resume``).
 
     Launch: ``swinlab train --recipe fashion-mnist --out runs/fashion-mnist``, then
-    ``swinlab eval runs/fashion-mnist/checkpoints/last.ckpt``.
+    ``swinlab eval runs/fashion-mnist/model.safetensors``.
     """
     config = TrainConfig(
         name="fashion-mnist", model="swin_demo_28",

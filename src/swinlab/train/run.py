@@ -132,20 +132,25 @@ def fit(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, d
         )
         monitor, mode = "val/acc1", "max"
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode,
-                                 save_top_k=1, save_last=True, enable_version_counter=False)
+                                 save_top_k=1, enable_version_counter=False)
+    # last.ckpt after every validation, improved or not: a callback of its own, since Lightning (2.6)
+    # writes a monitoring callback's save_last copy only when that validation saved a top-k checkpoint,
+    # which left last.ckpt at the best epoch and made --resume repeat the epochs after it
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                           enable_version_counter=False)
     trainer = L.Trainer(
         max_epochs=int(config.epochs), accelerator=accelerator, devices=devices, num_nodes=num_nodes,
         strategy=strategy, precision=precision, gradient_clip_val=config.clip_grad,
         deterministic=config.deterministic, default_root_dir=out,
         logger=[CSVLogger(out, name="", version=""), TensorBoardLogger(out, name="tb", version="")],
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step"),
+        callbacks=[checkpoint, last, LearningRateMonitor(logging_interval="step"),
                    _Export(out / "model.safetensors", config, precision), *(callbacks or [])],
         plugins=[AtomicCheckpointIO()], log_every_n_steps=config.log_every_n_steps,
         val_check_interval=config.val_check_interval, num_sanity_val_steps=0,
         enable_progress_bar=config.progress_bar, enable_model_summary=not config.smoke,
         use_distributed_sampler=False,  # the DataModule splits the data across processes itself
     )
-    trainer.fit(module, datamodule=dm, ckpt_path="last" if resume else None)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None)
     # the export ran in the rank-0 training process (with ddp_spawn this process holds no weights)
     return {"out_dir": str(out), "model": str(out / "model.safetensors"),
             "last": str(ckpt_dir / "last.ckpt"), "best": checkpoint.best_model_path or None,
