@@ -1,0 +1,114 @@
+"""Report of a finished ``swinlab train --recipe fashion-mnist`` run: test accuracy on the 10,000 test images,
+training curves, confusion matrix, the command and the machine, into ``docs/results/fashion-mnist/``.
+
+    PYTHONPATH=src python benchmarks/fashion_mnist_report.py --run runs/fashion-mnist \\
+        [--metrics runs/fashion-mnist-part1-metrics.csv ...] --out docs/results/fashion-mnist
+
+``--metrics``: the ``metrics.csv`` of earlier pieces of a resumed run (Lightning's CSV logger starts a new
+file on resume), oldest first; each later piece replaces the rows from its first step on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from swinlab.analysis.plots import plot_confusion, plot_training_curves
+from swinlab.train.run import evaluate
+
+
+def merge_metrics(paths: list[Path], out: Path) -> list[dict]:
+    """Rows of the ``metrics.csv`` files of a run's pieces, in order: each piece replaces the rows of the
+    earlier ones from its first step on (a resumed piece repeats the steps after the checkpoint)."""
+    rows: list[dict] = []
+    fields: list[str] = []
+    for path in paths:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            fields += [k for k in reader.fieldnames or [] if k not in fields]
+            piece = list(reader)
+        if piece:
+            start = min(int(r["step"]) for r in piece)
+            rows = [r for r in rows if int(r["step"]) < start] + piece
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", type=Path, required=True, help="the run directory (swinlab train --out)")
+    p.add_argument("--metrics", type=Path, nargs="*", default=[], help="metrics.csv of earlier pieces")
+    p.add_argument("--out", type=Path, default=Path("docs/results/fashion-mnist"))
+    p.add_argument("--note", default="", help="a line on where and how the run ran")
+    p.add_argument("--findings", type=Path, default=None, help="a markdown file: what the run shows")
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = merge_metrics([*args.metrics, args.run / "metrics.csv"], args.out / "metrics.csv")
+    val = [(int(r["epoch"]), float(r["val/acc1"])) for r in rows if r.get("val/acc1")]
+    test = evaluate(args.run / "model.safetensors", confusion=True)
+    plot_training_curves(args.out / "metrics.csv", args.out / "training_curves.png")
+    plot_confusion(test["confusion"], test["classes"], args.out / "confusion_matrix.png",
+                   title=f"test confusion matrix: {test['acc1']:.2%} top-1 on {test['images']} images")
+    config = (args.run / "config.yaml").read_text()
+    result = {
+        "test_acc1": test["acc1"], "test_acc5": test["acc5"], "test_loss": test["loss"],
+        "test_images": test["images"], "val_acc1_per_epoch": val,
+        "command": "swinlab train --recipe fashion-mnist --out runs/fashion-mnist (--resume to continue)",
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "threads": torch.get_num_threads()},
+        "torch": torch.__version__, "note": args.note,
+    }
+    (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "config.yaml").write_text(config)
+    pairs = enumerate(zip(test["classes"], test["confusion"], strict=True))
+    per_class = "\n".join(f"| {name} | {row[i] / max(sum(row), 1):.1%} |" for i, (name, row) in pairs)
+    curve = "\n".join(f"| {e} | {a:.2%} |" for e, a in val)
+    target = "met" if test["acc1"] >= 0.95 else "**not met**"
+    findings = args.findings.read_text() if args.findings else ""
+    (args.out / "report.md").write_text(f"""# The `fashion-mnist` recipe, run to the end
+
+**{test['acc1']:.2%} top-1** ({test['acc5']:.2%} top-5, loss {test['loss']:.3f}) on the {test['images']:,}
+Fashion-MNIST test images, float32 evaluation. Target ≥ 95.0% (issue 11): {target}.
+
+Command: `{result['command']}`, then
+`PYTHONPATH=src python benchmarks/fashion_mnist_report.py --run runs/fashion-mnist ...` for this report.
+Machine: {result['machine']['processor']}, {result['machine']['platform']}, torch {result['torch']};
+{args.note}
+
+{findings}
+![training curves](training_curves.png)
+
+![confusion matrix](confusion_matrix.png)
+
+## Validation top-1 per epoch (1,000 held-out training images)
+
+| epoch | val top-1 |
+|---|---|
+{curve}
+
+## Test top-1 per class
+
+| class | top-1 |
+|---|---|
+{per_class}
+
+## Config
+
+```yaml
+{config}```
+""")
+    print(json.dumps({k: result[k] for k in ("test_acc1", "test_acc5", "test_images")}))
+
+
+if __name__ == "__main__":
+    main()
