@@ -43,7 +43,7 @@ from .reference import attend_windows as reference_attend_windows
 from .reference import window_attention as reference_window_attention
 from .sdpa import attend_windows as sdpa_attend_windows
 from .sdpa import window_attention as sdpa_window_attention
-from .spec import WindowSpec
+from .spec import WindowSpec, needs_grad
 
 WindowAttentionFn = Callable[..., torch.Tensor]
 
@@ -156,19 +156,15 @@ def select_backend(device: torch.device | str, dtype: torch.dtype = torch.float3
     return "sdpa"
 
 
-def _needs_grad(qkv: torch.Tensor, table: torch.Tensor | None) -> bool:
-    return torch.is_grad_enabled() and (qkv.requires_grad or (table is not None and table.requires_grad))
-
-
 def _auto(qkv: torch.Tensor, table: torch.Tensor | None, spec: WindowSpec) -> torch.Tensor:
     """``"auto"`` on the whole map: the backend of :func:`select_backend` for ``qkv``."""
-    return _BACKENDS[select_backend(qkv.device, qkv.dtype, _needs_grad(qkv, table))](qkv, table, spec)
+    return _BACKENDS[select_backend(qkv.device, qkv.dtype, needs_grad(qkv, table))](qkv, table, spec)
 
 
 def _auto_windows(qkv: torch.Tensor, table: torch.Tensor | None, spec: WindowSpec, *,
                   map_size: tuple[int, int]) -> torch.Tensor:
     """``"auto"`` on partitioned windows: the backend of :func:`select_backend` for ``qkv``."""
-    name = select_backend(qkv.device, qkv.dtype, _needs_grad(qkv, table))
+    name = select_backend(qkv.device, qkv.dtype, needs_grad(qkv, table))
     return _WINDOWED[name](qkv, table, spec, map_size=map_size)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
+
 from ..functional.pair import Pair, static_zero
 
 
@@ -34,3 +36,8 @@ class WindowSpec(NamedTuple):
     def masked(self) -> bool:
         """Whether the region mask applies: a shifted window with masking on."""
         return self.mask_shifted and not static_zero(*self.shift)  # a traced shift may be a SymInt
+
+
+def needs_grad(qkv: torch.Tensor, table: torch.Tensor | None) -> bool:
+    """Whether a window-attention call on ``qkv`` and ``table`` will have a gradient taken through it."""
+    return torch.is_grad_enabled() and (qkv.requires_grad or (table is not None and table.requires_grad))

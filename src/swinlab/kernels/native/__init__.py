@@ -72,7 +72,7 @@ from ..reference import _mask, on_whole_map
 from ..reference import attend_windows as reference_attend_windows
 from ..sdpa import _merged_bias
 from ..sdpa import attend_windows as sdpa_attend_windows
-from ..spec import WindowSpec
+from ..spec import WindowSpec, needs_grad
 
 SOURCE = Path(__file__).with_name("window_attention.c")
 DEVICES = ("cpu",)
@@ -346,7 +346,7 @@ def _dispatch_mode_active() -> bool:
 def attend_windows(qkv: torch.Tensor, table: torch.Tensor | None, spec: WindowSpec, *,
                    map_size) -> torch.Tensor:
     """See :func:`swinlab.kernels.reference.attend_windows`: ``(B*nW, N, 3C)`` → ``(B*nW, N, C)``."""
-    if torch.is_grad_enabled() and (qkv.requires_grad or (table is not None and table.requires_grad)):
+    if needs_grad(qkv, table):
         return train_attend_windows(qkv, table, spec, map_size=map_size)
     if not supports(qkv, spec) or not available():
         return sdpa_attend_windows(qkv, table, spec, map_size=map_size)
@@ -394,7 +394,7 @@ class _TrainAttention(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         qkv, p = ctx.saved_tensors
-        nb, heads, d, scale, bias_grad = ctx.geometry
+        nm, heads, d, scale, bias_grad = ctx.geometry
         bnw, n, _ = qkv.shape
         threads = torch.get_num_threads()
         grad = grad.to(qkv.dtype).contiguous()
@@ -402,7 +402,7 @@ class _TrainAttention(torch.autograd.Function):
         dbias = torch.zeros((threads, *p.shape[1:]), dtype=torch.float32) if bias_grad else None
         _check(_KERNEL.lib.swinlab_wa_train_backward(
             int(qkv.dtype == torch.bfloat16), qkv.data_ptr(), p.data_ptr(), grad.data_ptr(), dqkv.data_ptr(),
-            None if dbias is None else dbias.data_ptr(), bnw, nb, n, heads, d, scale, threads))
+            None if dbias is None else dbias.data_ptr(), bnw, nm, n, heads, d, scale, threads))
         return dqkv, None if dbias is None else dbias.sum(0)[..., :n], None, None, None
 
 

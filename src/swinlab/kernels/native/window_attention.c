@@ -842,14 +842,19 @@ static f32_fn pick_f32(int nv, int dv) {
     return problem_f32_any;
 }
 
+/* The shapes every entry point takes: 1..MAXN tokens, 1..MAXD channels per head, bw a multiple of the
+ * nb bias (or mask) blocks, float32 (0) or bfloat16 (1). */
+static int args_ok(int dtype, int64_t bw, int64_t nb, int n, int heads, int d, int nthreads) {
+    return n >= 1 && n <= MAXN && d >= 1 && d <= MAXD && heads >= 1 && bw >= 1 && nb >= 1 && bw % nb == 0 &&
+           nthreads >= 1 && (dtype == 0 || dtype == 1);
+}
+
 /* Run the attention of bw windows (see the layouts at the top). dtype 0: float32, 1: bfloat16.
  * flags bit 0: do not use AMX (the portable path, for tests). Returns 0, or nonzero for arguments out
  * of range (checked by the caller too) or scratch memory that could not be had. */
 int swinlab_window_attention(int dtype, const void *qkv, const float *bias, void *out, int64_t bw, int64_t nb,
                              int n, int heads, int d, float scale, int nthreads, int flags) {
-    if (n < 1 || n > MAXN || d < 1 || d > MAXD || heads < 1 || bw < 1 || nb < 1 || bw % nb || nthreads < 1 ||
-        (dtype != 0 && dtype != 1))
-        return 1;
+    if (!args_ok(dtype, bw, nb, n, heads, d, nthreads)) return 1;
     geom g;
     g.n = n;
     g.d = d;
@@ -1057,19 +1062,29 @@ typedef struct {
     float scale;
 } train_geom;
 
+/* A problem's q, k, v widened into rows of 16 DV floats, and the transpose of one of them (k or v) into
+ * ts->t: d rows of 16 NV, zeros past the n tokens. */
+static inline __attribute__((always_inline)) void
+load_problem(const train_geom *g, const train_scratch *ts, const char *src, const float *transpose, const int NV,
+             const int DV) {
+    const int n = g->n, d = g->d, np = 16 * NV, dp = 16 * DV;
+    const size_t third = (size_t)g->heads * d * (g->dtype == 0 ? 4 : 2);
+    load_rows(g->dtype, src, g->ld, n, d, ts->q, DV);
+    load_rows(g->dtype, src + third, g->ld, n, d, ts->k, DV);
+    load_rows(g->dtype, src + 2 * third, g->ld, n, d, ts->v, DV);
+    for (int e = 0; e < d; e++) {
+        float *row = ts->t + (size_t)e * np;
+        for (int j = 0; j < n; j++) row[j] = transpose[(size_t)j * dp + e];
+        for (int j = n; j < np; j++) row[j] = 0.0f;
+    }
+}
+
 static inline __attribute__((always_inline)) void
 train_forward_problem(const train_geom *g, const train_scratch *ts, const char *src, const float *b,
                       const float *mk, float *pt, char *dst, const int NV, const int DV) {
-    const int n = g->n, d = g->d, np = 16 * NV, dp = 16 * DV, heads = g->heads;
+    const int n = g->n, d = g->d, np = 16 * NV, dp = 16 * DV;
     const size_t es = g->dtype == 0 ? 4 : 2;
-    load_rows(g->dtype, src, g->ld, n, d, ts->q, DV);
-    load_rows(g->dtype, src + (size_t)heads * d * es, g->ld, n, d, ts->k, DV);
-    load_rows(g->dtype, src + (size_t)2 * heads * d * es, g->ld, n, d, ts->v, DV);
-    for (int e = 0; e < d; e++) { /* K^T, zeros past the n keys */
-        float *kt = ts->t + (size_t)e * np;
-        for (int j = 0; j < n; j++) kt[j] = ts->k[(size_t)j * dp + e];
-        for (int j = n; j < np; j++) kt[j] = 0.0f;
-    }
+    load_problem(g, ts, src, ts->k, NV, DV); /* q, k, v and K^T */
     v16 valid[NV]; /* 0 on real keys, NEG on the padding ones */
     for (int jv = 0; jv < NV; jv++)
         for (int e = 0; e < 16; e++) valid[jv][e] = 16 * jv + e < n ? 0.0f : NEG;
@@ -1124,15 +1139,8 @@ train_backward_problem(const train_geom *g, const train_scratch *ts, const char 
                        const char *gsrc, char *dst, float *db, const int NV, const int DV) {
     const int n = g->n, d = g->d, np = 16 * NV, dp = 16 * DV, heads = g->heads;
     const size_t es = g->dtype == 0 ? 4 : 2;
-    load_rows(g->dtype, src, g->ld, n, d, ts->q, DV);
-    load_rows(g->dtype, src + (size_t)heads * d * es, g->ld, n, d, ts->k, DV);
-    load_rows(g->dtype, src + (size_t)2 * heads * d * es, g->ld, n, d, ts->v, DV);
+    load_problem(g, ts, src, ts->v, NV, DV); /* q, k, v and V^T */
     load_rows(g->dtype, gsrc, g->ldo, n, d, ts->g, DV);
-    for (int e = 0; e < d; e++) { /* V^T */
-        float *vt = ts->t + (size_t)e * np;
-        for (int j = 0; j < n; j++) vt[j] = ts->v[(size_t)j * dp + e];
-        for (int j = n; j < np; j++) vt[j] = 0.0f;
-    }
     const v16 sc = vsplat(g->scale);
     for (int i = 0; i < n; i++) {
         v16 acc[NV];
@@ -1222,9 +1230,7 @@ static void pick_train(int nv, int dv, train_fwd_fn *fwd, train_bwd_fn *bwd, int
 
 static int train_setup(train_geom *g, int dtype, int64_t bw, int64_t nb, int n, int heads, int d, float scale,
                        int nthreads, train_fwd_fn *fwd, train_bwd_fn *bwd, int *dp) {
-    if (n < 1 || n > MAXN || d < 1 || d > MAXD || heads < 1 || bw < 1 || nb < 1 || bw % nb || nthreads < 1 ||
-        (dtype != 0 && dtype != 1))
-        return 1;
+    if (!args_ok(dtype, bw, nb, n, heads, d, nthreads)) return 1;
     g->dtype = dtype;
     g->n = n;
     g->d = d;
