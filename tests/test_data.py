@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 from swinlab.data import (
     FASHION_MNIST_CLASSES,
+    BatchAugment,
     FashionMNIST,
     IdxError,
     ImageDataModule,
@@ -83,14 +85,17 @@ def test_fashion_mnist_from_a_directory(tmp_path):
     assert len(FashionMNIST(root, "test")) == 10 and len(FASHION_MNIST_CLASSES) == 10
 
 
-@pytest.mark.parametrize("augment", [None, {"crop_padding": 2, "hflip": True}])
-def test_loaders_fetch_a_batch_at_once_with_the_images_one_by_one_gives(tmp_path, augment):
-    """Fashion-MNIST loaders index a whole batch at once where the transform is deterministic: the same
-    tensors as per-image fetching; a random training transform is applied image by image."""
+@pytest.mark.parametrize(("augment", "train_batched"), [
+    (None, True), ({"crop_padding": 2, "hflip": True}, True),
+    ({"crop_padding": 2, "randaugment": True}, False)])
+def test_loaders_fetch_a_batch_at_once_with_the_images_one_by_one_gives(tmp_path, augment, train_batched):
+    """Fashion-MNIST loaders index a whole batch at once where the transform is deterministic or draws per
+    image itself (BatchAugment): the same tensors as per-image fetching where nothing is random; RandAugment
+    is applied image by image."""
     dm = ImageDataModule("fashion-mnist", str(_write_fashion(tmp_path / "fm", n_train=60, n_test=30)),
                          batch_size=8, val_size=10, augment=augment)
     dm.setup("fit")
-    assert (dm.train_set.batched, dm.val_set.batched, dm.test_set.batched) == (augment is None, True, True)
+    assert (dm.train_set.batched, dm.val_set.batched, dm.test_set.batched) == (train_batched, True, True)
     for loader in (dm.train_dataloader, dm.val_dataloader, dm.test_dataloader):
         batched = list(loader())
         for ds in (dm.train_set, dm.val_set, dm.test_set):
@@ -244,6 +249,78 @@ def test_transforms_shapes_and_mixup():
     _, yb = mix(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))
     assert yb.shape == (4, 10) and torch.allclose(yb.sum(1), torch.ones(4))
     assert mixup_cutmix(10) is None
+
+
+def _crops(img: torch.Tensor, pad: int) -> list[torch.Tensor]:
+    """Every (top, left, flip) crop v2.RandomCrop(padding=pad, reflect) + flip can give of ``img``."""
+    padded = torch.nn.functional.pad(img[None].float(), (pad,) * 4, mode="reflect")[0]
+    h, w = img.shape[-2:]
+    out = []
+    for top in range(2 * pad + 1):
+        for left in range(2 * pad + 1):
+            crop = padded[:, top:top + h, left:left + w]
+            out += [crop, crop.flip(-1)]
+    return out
+
+
+def test_batch_augment_gives_each_image_one_of_its_v2_crops():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
+    aug = BatchAugment((28, 28), channels=1, crop_padding=2, mean=[0.0], std=[1.0])
+    y = aug(x) * 255
+    seen = set()
+    for img, out in zip(x, y, strict=True):
+        match = [k for k, c in enumerate(_crops(img, 2)) if torch.allclose(out, c, atol=1e-3)]
+        assert match, "an output that no reflect-padded crop (or its flip) of its own image gives"
+        seen.add(match[0])
+    assert len(seen) > 30  # 50 (offset, flip) choices: drawn per image, not once per batch
+    assert aug(x[0]).shape == (1, 28, 28)  # a single image works too
+    assert BatchAugment((56, 56), channels=1, crop_padding=4)(x[:2]).shape == (2, 1, 56, 56)
+    with pytest.raises(ValueError, match="crop_padding"):
+        BatchAugment((8, 8), crop_padding=8)
+
+
+def test_batch_augment_offsets_flips_and_erasing_follow_v2():
+    torch.manual_seed(1)
+    n, h = 4000, 16
+    ramp = (torch.arange(h * h) % 251).view(1, 1, h, h).to(torch.uint8)  # distinct pixels, a ramp along rows
+    aug = BatchAugment((h, h), channels=1, crop_padding=2, mean=[0.0], std=[1.0])
+    out = (aug(ramp.expand(n, 1, h, h)) * 255).round()
+    flips = (out[:, 0, 5, 6] > out[:, 0, 5, 7]).float().mean()  # a row of the ramp decreases when flipped
+    assert abs(flips - 0.5) < 0.04
+    tops = (out[:, 0, 5, 8] - ramp[0, 0, 5, 8]).div(h).round()  # a row shift moves the ramp by h
+    counts = torch.stack([(tops == d).sum() for d in range(-2, 3)]).float() / n
+    assert torch.all((counts - 0.2).abs() < 0.03), counts  # uniform over the 5 vertical offsets
+
+    # a narrow image: most boxes do not fit, so the tries (v2 takes the first that fits) shape the sizes
+    zeros = torch.zeros(n, 1, 24, 6, dtype=torch.uint8)
+    erased = BatchAugment((24, 6), channels=1, hflip=False, random_erasing=0.5, mean=[0.0], std=[1.0])(zeros)
+    ref = torch.zeros(n, 1, 24, 6)
+    v2_erase = v2.RandomErasing(p=0.5, value="random")
+    ref = torch.stack([v2_erase(img) for img in ref])
+    for a in (erased, ref):  # the same share of images erased and the same mean box, within sampling noise
+        assert abs((a != 0).flatten(1).any(1).float().mean() - 0.5) < 0.04
+    frac = [(a != 0).flatten(1).float().mean(1) for a in (erased, ref)]
+    hit = [f[f > 0] for f in frac]
+    assert abs(hit[0].mean() - hit[1].mean()) < 0.015, (hit[0].mean(), hit[1].mean())
+    boxes = (erased[:, 0] != 0)  # a rectangle: its pixel count is rows × columns touched
+    rows, cols = boxes.any(2).sum(1), boxes.any(1).sum(1)
+    assert torch.equal(boxes.flatten(1).sum(1), rows * cols)
+    assert rows.max() < 24 and cols.max() < 6  # a box that does not fit is redrawn, never clipped
+
+
+def test_augmented_training_batches_are_drawn_batched_and_seeded(tmp_path):
+    root = tmp_path / "fm"
+    _write_fashion(root, n_train=40, n_test=10)
+    def batch(seed):
+        torch.manual_seed(seed)
+        dm = ImageDataModule("fashion-mnist", str(root), batch_size=16, val_size=8,
+                             augment=dict(crop_padding=2, random_erasing=0.25))
+        dm.setup()
+        assert dm.train_set.batched
+        return next(iter(dm.train_dataloader()))[0]
+    a, b, c = batch(0), batch(0), batch(1)
+    assert a.shape == (16, 1, 28, 28) and torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_epoch_sampler_global_batches_match_across_world_sizes():

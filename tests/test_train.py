@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 
 from swinlab import create_model
 from swinlab.cli import main
-from swinlab.data import ImageDataModule, SyntheticPatterns, eval_transform
+from swinlab.data import BatchAugment, ImageDataModule, SyntheticPatterns, eval_transform
 from swinlab.data import fashion_mnist as fm
 from swinlab.data.transforms import (
     FASHION_MEAN,
@@ -334,14 +334,15 @@ def test_norm_stats_match_the_transforms(channels, mean, std):
     dm = ImageDataModule("synthetic", img_size=(16, 16), channels=channels, synthetic_size=20,
                          augment={"crop_padding": 2})
     dm.setup("fit")
-    for split in (dm.train_set, dm.val_set):
-        (norm,) = [t for t in split.transform.transforms if isinstance(t, v2.Normalize)]
-        assert (norm.mean, norm.std) == default_normalization(channels)
-    # and applied: a uniform grey image v becomes (v/255 - mean) / std per channel
+    assert isinstance(dm.train_set.transform, BatchAugment)
+    (norm,) = [t for t in dm.val_set.transform.transforms if isinstance(t, v2.Normalize)]
+    for n in (norm, dm.train_set.transform.normalize):
+        assert (n.mean, n.std) == default_normalization(channels)
+    # and applied: a uniform grey image v becomes (v/255 - mean) / std per channel (crops and flips keep it)
     grey = torch.full((channels, 16, 16), 200, dtype=torch.uint8)
-    out = dm.val_set.transform(grey)
     expected = (200 / 255 - torch.tensor(mean)) / torch.tensor(std)
-    torch.testing.assert_close(out.mean((1, 2)), expected)
+    for split in (dm.train_set, dm.val_set):
+        torch.testing.assert_close(split.transform(grey).mean((1, 2)), expected)
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])

@@ -30,11 +30,14 @@ class TransformedSubset(Dataset):
     ``batched``: the transform treats every image alike (no random op), so where ``dataset`` holds its
     images in one tensor (it has ``batch(indices)``, as :class:`FashionMNIST`), the DataLoader fetches a
     batch with one indexing and one transform call (``__getitems__``) instead of one per image: the same
-    tensors, ~10× faster, which on Fashion-MNIST is a tenth of a small model's training time.
+    tensors, ~10× faster, which on Fashion-MNIST is a tenth of a small model's training time. A transform
+    with ``handles_batches = True`` (:class:`~swinlab.data.transforms.BatchAugment`: random, but drawn per
+    image inside one call) is given whole batches too.
     """
 
     def __init__(self, dataset: Dataset, indices: Sequence[int], transform=None, batched: bool = False):
         self.dataset, self.indices, self.transform = dataset, list(indices), transform
+        batched = batched or getattr(transform, "handles_batches", False)
         self.batched = batched and callable(getattr(dataset, "batch", None))
 
     def __len__(self) -> int:

@@ -15,6 +15,7 @@ the two per batch), label smoothing 0.1. Differences from timm's implementation,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -58,8 +59,11 @@ def _normalize(channels: int, mean: Sequence[float] | None, std: Sequence[float]
 
 def train_transform(img_size: Sequence[int], *, channels: int = 3, hflip: bool = True,
                     crop_padding: int | None = None, randaugment: bool = False,
-                    random_erasing: float = 0.0, mean=None, std=None) -> v2.Compose:
+                    random_erasing: float = 0.0, mean=None, std=None) -> v2.Compose | BatchAugment:
     """Augmentation for training on uint8 ``(C, H, W)`` tensors → normalized float.
+
+    Without RandAugment and with ``crop_padding`` set, a :class:`BatchAugment` (the same augmentation,
+    which also takes whole ``(B, C, H, W)`` batches); otherwise a ``v2.Compose`` of per-image transforms.
 
     Args:
         img_size: ``(H, W)`` the model takes.
@@ -71,6 +75,9 @@ def train_transform(img_size: Sequence[int], *, channels: int = 3, hflip: bool =
         random_erasing: probability of RandomErasing (after normalization, random-pixel fill).
     """
     size = tuple(img_size)
+    if crop_padding is not None and not randaugment:
+        return BatchAugment(size, channels=channels, crop_padding=crop_padding, hflip=hflip,
+                            random_erasing=random_erasing, mean=mean, std=std)
     ops: list = []
     if crop_padding is None:
         ops.append(v2.RandomResizedCrop(size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True))
@@ -87,6 +94,89 @@ def train_transform(img_size: Sequence[int], *, channels: int = 3, hflip: bool =
     if random_erasing > 0:
         ops.append(v2.RandomErasing(p=random_erasing, value="random"))
     return v2.Compose(ops)
+
+
+class BatchAugment:
+    """The small-image augmentation of :func:`train_transform` (resize, random crop of the image padded by
+    reflection, horizontal flip, to float, normalize, random erasing with random-pixel fill), drawn per image
+    but applied to a whole uint8 batch ``(B, C, H, W)`` in a few tensor operations; a single ``(C, H, W)``
+    image works too.
+
+    Each image gets its own crop offset, flip and erasing box, from the same distributions as
+    ``v2.RandomCrop(size, padding, padding_mode="reflect")``, ``v2.RandomHorizontalFlip()`` and
+    ``v2.RandomErasing(p, value="random")`` (scale 0.02-0.33 of the area, log-uniform aspect 0.3-3.3, up to
+    ten tries to fit), from the global torch RNG; only the order of the random draws differs. Per-image v2
+    transforms cost ~0.25 ms an image on Fashion-MNIST (15 s an epoch, a fifth of a small Swin's training
+    time on 2 cores); a batch of 128 takes ~1 ms here.
+    """
+
+    handles_batches = True  # TransformedSubset may pass it a whole batch
+
+    def __init__(self, img_size: Sequence[int], *, channels: int = 1, crop_padding: int = 0,
+                 hflip: bool = True, random_erasing: float = 0.0, mean=None, std=None):
+        self.size = tuple(img_size)
+        if crop_padding < 0 or crop_padding >= min(self.size):
+            raise ValueError(f"crop_padding={crop_padding} must be in [0, {min(self.size) - 1}] for "
+                             f"{self.size[0]}×{self.size[1]} images (reflection padding needs a smaller pad)")
+        self.padding, self.hflip, self.erasing = crop_padding, hflip, random_erasing
+        self.normalize = _normalize(channels, mean, std)  # applied as a tensor op; kept to say what it is
+        self.mean = torch.tensor(self.normalize.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(self.normalize.std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.resize = v2.Resize(self.size, antialias=True)
+
+    def __repr__(self) -> str:
+        return (f"BatchAugment(size={self.size}, crop_padding={self.padding}, hflip={self.hflip}, "
+                f"random_erasing={self.erasing})")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        single = x.dim() == 3
+        x = x[None] if single else x
+        if tuple(x.shape[-2:]) != self.size:
+            x = self.resize(x)
+        x = self._crop_flip(x).to(torch.float32).div_(255.0)
+        x = (x - self.mean) / self.std
+        if self.erasing > 0:
+            x = self._erase(x)
+        return x[0] if single else x
+
+    def _crop_flip(self, x: torch.Tensor) -> torch.Tensor:
+        """One gather: output pixel (r, c) of image b reads the padded image at (top_b + r, left_b + c)
+        (mirrored columns for flipped images), mapped back into the image by reflection."""
+        b, _, h, w = x.shape
+        p = self.padding
+        top = torch.randint(0, 2 * p + 1, (b, 1)) if p else torch.zeros(b, 1, dtype=torch.long)
+        left = torch.randint(0, 2 * p + 1, (b, 1)) if p else torch.zeros(b, 1, dtype=torch.long)
+        cols = torch.arange(w).expand(b, w)
+        if self.hflip:
+            flip = torch.rand(b, 1) < 0.5
+            cols = torch.where(flip, w - 1 - cols, cols)
+        rows = _reflect(top + torch.arange(h) - p, h)
+        cols = _reflect(left + cols - p, w)
+        out = x[torch.arange(b)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+        return out.permute(0, 3, 1, 2).contiguous()
+
+    def _erase(self, x: torch.Tensor, tries: int = 10) -> torch.Tensor:
+        b, _, h, w = x.shape
+        area = h * w * torch.empty(b, tries).uniform_(0.02, 0.33)
+        aspect = torch.exp(torch.empty(b, tries).uniform_(math.log(0.3), math.log(3.3)))
+        eh = torch.sqrt(area * aspect).round().long()
+        ew = torch.sqrt(area / aspect).round().long()
+        fits = (eh < h) & (ew < w)
+        first = fits.long().argmax(dim=1, keepdim=True)  # the first try that fits (v2 draws until one does)
+        eh, ew = eh.gather(1, first), ew.gather(1, first)
+        apply = (torch.rand(b, 1) < self.erasing) & fits.any(dim=1, keepdim=True)
+        top = (torch.rand(b, 1) * (h - eh + 1)).long()
+        left = (torch.rand(b, 1) * (w - ew + 1)).long()
+        r, cc = torch.arange(h), torch.arange(w)
+        box = (((r >= top) & (r < top + eh))[:, :, None] & ((cc >= left) & (cc < left + ew))[:, None, :])
+        box = (box & apply[:, :, None])[:, None]  # (B, 1, H, W)
+        return torch.where(box, torch.randn_like(x), x)
+
+
+def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of reflection padding (no edge repeat, as ``F.pad(mode="reflect")``): -1 → 1, n → n - 2."""
+    i = i.abs()
+    return torch.where(i > n - 1, 2 * (n - 1) - i, i)
 
 
 def eval_transform(img_size: Sequence[int], *, channels: int = 3, mean=None, std=None) -> v2.Compose:
