@@ -434,6 +434,20 @@ def test_auto_takes_native_in_cpu_inference_where_eligible(monkeypatch):
     assert kernels.select_backend("cpu") == "sdpa"
 
 
+@pytest.mark.parametrize("caps, inference", [
+    (native.CAP_AVX512 | native.CAP_AVX512BF16 | native.CAP_AMX_COMPILED | native.CAP_AMX, "native"),  # Xeon
+    (native.CAP_AVX512 | native.CAP_AVX512BF16, "native"),  # AMD Zen 5: AVX-512 and bf16, no AMX
+    (native.CAP_AVX512, "native"),
+    (0, "sdpa"),  # AVX2 only (Zen 3), or not built: never measured faster there
+])
+def test_auto_takes_native_on_the_cpus_it_was_measured_faster_on(monkeypatch, caps, inference):
+    monkeypatch.setattr(native, "capabilities", lambda: caps)
+    for dtype in (torch.float32, torch.bfloat16):
+        assert kernels.select_backend("cpu", dtype) == inference
+        training = "native" if inference == "native" else "reference"
+        assert kernels.select_backend("cpu", dtype, requires_grad=True) == training
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:FutureWarning")
 def test_jit_trace_of_auto_holds_no_custom_op():
     qkv, table, spec, map_size = _windows(CASES[1], torch.float32)

@@ -131,10 +131,11 @@ def select_backend(device: torch.device | str, dtype: torch.dtype = torch.float3
     """The backend ``"auto"`` runs for tensors on ``device`` (of ``dtype``; ``requires_grad``: a
     gradient will be taken through it).
 
-    CPU inference: ``"native"`` (:mod:`swinlab.kernels.native`) where it built, passed its check and
-    runs the code paths it was measured faster with (AVX-512 for float32, AMX for bfloat16:
-    :func:`swinlab.kernels.native.auto_eligible`): on a 2-core Xeon with AMX, Swin-T's four attention
-    shapes at batch 8 (``benchmarks/results/cpu_native_attention.json``). Elsewhere, and while
+    CPU inference: ``"native"`` (:mod:`swinlab.kernels.native`) where it built and passed its check and
+    the CPU has AVX-512 (:func:`swinlab.kernels.native.auto_eligible`), measured faster there on Swin-T's
+    four attention shapes at batch 8 (a 2-core Xeon with AMX:
+    ``benchmarks/results/cpu_native_attention.json``; a 2-core AMD EPYC Zen 5 without AMX:
+    ``cpu_zen5_native_attention.json``). Elsewhere, and while
     ``torch.export``, the ONNX exporter or ``torch.jit.trace`` captures a graph (which should hold
     standard operators only), ``"sdpa"`` (PyTorch's fused CPU attention with the merged bias+mask, 4-D):
     Swin-T ×1.10 faster than ``"reference"`` at batch 8, float32 (one thread; ×1.09 on two). The kernel
