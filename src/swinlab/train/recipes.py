@@ -181,9 +181,12 @@ def fashion_mnist(smoke: bool = False) -> TrainConfig:
 
     Measured on the 2-core Xeon (bf16-mixed, 2026-12-02): **92.03% top-1** on the 10,000 test images
     (docs/results/fashion-mnist/), short of the 95% target; the run underfits (training top-1 on augmented
-    images 91.7% at the end, below the held-out 92.5%), so the next runs lower the regularization or add
-    tokens (patch 2). An uncontended epoch took ~95 s with the reference attention and ~75 s with the
-    native training kernels (≈ 55 min for 40 epochs); resumable (``--resume``).
+    images 91.7% at the end, below the held-out 92.5%). Lowering the regularization and adding tokens did
+    not help: patch 2 (14×14 tokens, 7×7 windows), erasing 0.1, stochastic depth 0.05, 35 epochs gave
+    91.84% (2-core Zen 5, docs/results/fashion-mnist-v2/), still underfitting; longer schedules are next.
+    An uncontended epoch took ~95 s with the reference attention and ~75 s with the native training
+    kernels on the Xeon (≈ 55 min for 40 epochs), ~35 s of training steps on the Zen 5; resumable
+    (``--resume``).
 
     Launch: ``swinlab train --recipe fashion-mnist --out runs/fashion-mnist``, then
     ``swinlab eval runs/fashion-mnist/model.safetensors``.
