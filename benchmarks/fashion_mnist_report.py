@@ -4,14 +4,14 @@ training curves, confusion matrix, the command and the machine, into ``docs/resu
     PYTHONPATH=src python benchmarks/fashion_mnist_report.py --run runs/fashion-mnist \\
         [--metrics runs/fashion-mnist-part1-metrics.csv ...] --out docs/results/fashion-mnist
 
-``--metrics``: the ``metrics.csv`` of earlier pieces of a resumed run (Lightning's CSV logger starts a new
-file on resume), oldest first; each later piece replaces the rows from its first step on.
+``--metrics``: the ``metrics.csv`` of earlier pieces of a resumed run that ``fit`` did not keep (runs before
+``swinlab.train.history``: Lightning's CSV logger starts a new file on resume), oldest first; the run's own
+pieces (``metrics.partN.csv``) are read after them; each later piece replaces the rows from its first step on.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import platform
@@ -20,27 +20,8 @@ from pathlib import Path
 import torch
 
 from swinlab.analysis.plots import plot_confusion, plot_training_curves
+from swinlab.train import history
 from swinlab.train.run import evaluate
-
-
-def merge_metrics(paths: list[Path], out: Path) -> list[dict]:
-    """Rows of the ``metrics.csv`` files of a run's pieces, in order: each piece replaces the rows of the
-    earlier ones from its first step on (a resumed piece repeats the steps after the checkpoint)."""
-    rows: list[dict] = []
-    fields: list[str] = []
-    for path in paths:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            fields += [k for k in reader.fieldnames or [] if k not in fields]
-            piece = list(reader)
-        if piece:
-            start = min(int(r["step"]) for r in piece)
-            rows = [r for r in rows if int(r["step"]) < start] + piece
-    with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    return rows
 
 
 def main() -> None:
@@ -52,8 +33,9 @@ def main() -> None:
     p.add_argument("--findings", type=Path, default=None, help="a markdown file: what the run shows")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = merge_metrics([*args.metrics, args.run / "metrics.csv"], args.out / "metrics.csv")
-    val = [(int(r["epoch"]), float(r["val/acc1"])) for r in rows if r.get("val/acc1")]
+    rows, fields = history.merge([*args.metrics, *history.pieces(args.run)])
+    history.write_metrics(rows, fields, args.out / "metrics.csv")
+    val = history.epoch_curve(rows)
     test = evaluate(args.run / "model.safetensors", confusion=True)
     plot_training_curves(args.out / "metrics.csv", args.out / "training_curves.png")
     plot_confusion(test["confusion"], test["classes"], args.out / "confusion_matrix.png",

@@ -32,6 +32,7 @@ from swinlab.train import (
     evaluate,
     fit,
     get_recipe,
+    history,
     param_groups,
     predict,
     scaled_lr,
@@ -147,6 +148,11 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     a, b = _weights(straight["model"]), _weights(resumed["model"])
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    # the first piece's rows survive the resumed piece's logger: the same per-epoch history as straight
+    assert [p.name for p in history.pieces(tmp_path / "b")] == ["metrics.part1.csv", "metrics.csv"]
+    curve_a, curve_b = (history.epoch_curve(history.read_metrics(tmp_path / d)) for d in "ab")
+    assert [e for e, _ in curve_b] == [e for e, _ in curve_a] == [0, 1]
+    assert [v for _, v in curve_b] == pytest.approx([v for _, v in curve_a], abs=1e-6)
     with pytest.raises(FileNotFoundError, match=r"last\.ckpt"):
         fit(config, tmp_path / "c", resume=True, accelerator="cpu")
 

@@ -4,7 +4,8 @@
 
     config.yaml                                      the resolved TrainConfig (``--config`` reads it)
     checkpoints/last.ckpt, checkpoints/best.ckpt   Lightning checkpoints (atomic writes)
-    metrics.csv, hparams.yaml                        CSVLogger
+    metrics.csv, hparams.yaml                        CSVLogger (a resumed run's earlier pieces:
+                                                     metrics.part1.csv, …; ``history.read_metrics``)
     tb/                                              TensorBoard events
     model.safetensors                                the final weights (EMA if enabled) + config,
                                                      class names, normalization and the recipe
@@ -35,6 +36,7 @@ from ..files import atomic_open
 from ..models.registry import create_model, get_config
 from ..weights import io as wio
 from ..weights.io import saved_class_names
+from . import history
 from .module import ClassificationModule
 from .optim import scaled_lr
 from .recipes import TrainConfig
@@ -99,6 +101,8 @@ def fit(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, d
         check_resume_config(config, out / "config.yaml")
     if rank_zero_only.rank == 0:  # `ddp` re-runs this script in each process
         dump_train_config(config, out / "config.yaml")
+        if resume:  # Lightning's CSV logger would delete the earlier pieces' rows
+            history.keep_earlier_piece(out)
     L.seed_everything(config.seed, workers=True, verbose=False)
     precision = precisions.resolve(config.precision, precisions.device_of(accelerator), training=True)
     logger.info("training in %s (asked: %s)", precision, config.precision)
