@@ -56,9 +56,53 @@ def test_one_seed_is_never_a_win():
         stats.compare([], [0.8])
 
 
+def test_paired_differences_are_judged_against_their_own_interval():
+    # per-seed Δ = 1, 2, 1 points: mean 1.33, std 0.577, 95% half-width 4.303 · 0.577 / √3 = 1.43 → a tie,
+    # though the unpaired rule would see Δ 1.33 against a spread of √(1² + 0.58²) = 1.15 and call it better
+    ref = {0: 0.79, 1: 0.80, 2: 0.80}
+    variant = {0: 0.80, 1: 0.82, 2: 0.81}
+    c = stats.paired(variant, ref)
+    assert c["seeds"] == [0, 1, 2] and c["deltas"] == pytest.approx([0.01, 0.02, 0.01])
+    assert c["delta"] == pytest.approx(0.04 / 3) and c["std"] == pytest.approx(0.01 / 3 ** 0.5)
+    assert c["halfwidth"] == pytest.approx(4.303 * c["std"] / 3 ** 0.5) and c["verdict"] == "tie"
+    assert stats.compare(list(variant.values()), list(ref.values()))["verdict"] == "better"
+    assert stats.format_paired(c) == "+1.33 ± 0.58 (±1.43, tie)"
+    # the same seed moves both: a constant 1-point gain over seeds whose spread is 5 points is a verdict
+    moved = stats.paired({0: 0.71, 1: 0.81, 2: 0.76}, {0: 0.70, 1: 0.80, 2: 0.75})
+    assert moved["verdict"] == "better" and moved["halfwidth"] == pytest.approx(0, abs=1e-9)
+    assert stats.paired({0: 0.70, 1: 0.70, 2: 0.71}, {0: 0.74, 1: 0.73, 2: 0.74})["verdict"] == "worse"
+    # only seeds both sides ran are paired; one pair is never a win
+    one = stats.paired({0: 0.9, 5: 0.1}, {0: 0.8, 1: 0.8})
+    assert one["seeds"] == [0] and one["verdict"] == "1 seed"
+    assert stats.format_paired(one) == "+10.00 (1 seed)"
+    with pytest.raises(ValueError, match="seed both sides"):
+        stats.paired({1: 0.9}, {0: 0.8})
+    assert stats.t975(1) == 12.706 and stats.t975(2) == 4.303 and stats.t975(100) == 1.96
+    # the study's resolution: the median half-width over the variants with two pairs or more
+    summary = {"a": {"paired": {"halfwidth": 0.01}}, "b": {"paired": {"halfwidth": 0.03}},
+               "c": {"paired": {"halfwidth": 0.02}}, "d": {"paired": None}, "e": {"paired": one}}
+    assert stats.resolution(summary) == pytest.approx(0.02) and stats.resolution({}) is None
+
+
+def test_the_convergence_note_reads_the_rise_over_the_last_quarter():
+    from swinlab.analysis.study_report import convergence
+
+    curve = [(e, 0.5 + 0.1 * min(e, 5)) for e in range(8)]  # flat from epoch 5 on (index): 0.5 … 1.0
+    conv = convergence([{"seed": 0, "val_acc1_per_epoch": curve},
+                        {"seed": 1, "val_acc1_per_epoch": [(e, 0.5 + 0.01 * e) for e in range(8)]}])
+    assert conv["per_seed"][0] == {"from_epoch": 6, "to_epoch": 8, "rise": pytest.approx(0.0), "last": 1.0}
+    assert conv["per_seed"][1]["rise"] == pytest.approx(0.02) and conv["mean_rise"] == pytest.approx(0.01)
+    assert convergence([{"seed": 2, "val_acc1_per_epoch": [(0, 0.5), (1, 0.7)]}])["per_seed"][2] == {
+        "from_epoch": 1, "to_epoch": 2, "rise": pytest.approx(0.2), "last": 0.7}  # two epochs: the last one
+    assert convergence([{"seed": 0}]) is None
+
+
 def test_only_names_variants_and_rejects_unknown_ones():
     assert [v.name for v in study.select(["no_shift,default"])] == ["default", "no_shift"]
-    assert len(study.select(None)) == len(study.VARIANTS) == 14
+    # Table 4's 7 settings, the extension's 3 fusions × 3 samplers, ViT and Mixer matched in params or MACs
+    assert len(study.select(None)) == len(study.VARIANTS) == 7 + 9 + 4
+    assert {v.name for v in study.VARIANTS if v.name.startswith("gc_")} == {
+        f"gc_{f}_{s}" for f in ("add", "max", "concat") for s in ("random", "grid", "pool")}
     with pytest.raises(ValueError, match="no_such"):
         study.select(["no_such"])
     # every row of both tables names a variant of the study
@@ -90,13 +134,30 @@ def test_the_study_swin_attends_over_several_windows_in_two_thirds_of_its_blocks
         "swin_study_28_gc"
 
 
+def test_the_baselines_match_the_study_swin_in_params_or_in_macs():
+    from swinlab import create_model
+    from swinlab.analysis.profiler import profile
+
+    def counts(name):
+        with torch.device("meta"):
+            p = profile(create_model(name), memory=False)
+        return p["params"], p["macs"]
+
+    params, macs = counts("swin_study_28")
+    for name in ("vit_micro_28", "mixer_micro_28"):
+        assert counts(name)[0] == pytest.approx(params, rel=0.08), name
+    for name in ("vit_study_28", "mixer_study_28"):
+        assert counts(name)[1] == pytest.approx(macs, rel=0.03), name
+
+
 def test_the_study_runs_on_either_swin_and_the_cli_offers_the_same():
     from swinlab.cli import study as cli_study
 
     assert cli_study.SWINS == study.SWINS
     old = study.variants("swin_micro_28")
     assert [v.name for v in old] == list(study.VARIANT_NAMES)
-    assert {v.model for v in old} == {"swin_micro_28", "swin_micro_28_gc", "vit_micro_28", "mixer_micro_28"}
+    assert {v.model for v in old} == {"swin_micro_28", "swin_micro_28_gc", "vit_micro_28", "mixer_micro_28",
+                                      "vit_study_28", "mixer_study_28"}
     with pytest.raises(ValueError, match="swin_t"):
         study.variants("swin_t")
 
@@ -140,13 +201,16 @@ def test_smoke_study_writes_results_and_report_and_resumes(tmp_path, monkeypatch
 
     results = json.loads((out / "results.json").read_text())
     assert set(results["summary"]) == {"default", "no_shift"} and results["missing"] == []
-    assert results["summary"]["no_shift"]["vs_default"]["verdict"] == "1 seed"
+    assert results["summary"]["no_shift"]["paired"]["verdict"] == "1 seed"
+    assert results["resolution"] is None  # one seed: no interval yet
+    assert [e for e, _ in first["val_acc1_per_epoch"]] == [0]  # the smoke schedule's one epoch
+    assert results["convergence"] is None  # one epoch is no curve
     assert results["environment"]["machine"]["cpu"]
     report = (out / "report.md").read_text()
-    for text in ("--recipe study --swin swin_study_28", "**Schedule** (recipe `study`)", "Tie rule",
-                  "shifted windows", "w/o shifting", "rel. pos.",
-                 "abs.+rel. pos.", "global context", "ViT", "(1 seed)", "not run", "speed_accuracy.png",
-                 "attention_maps.png", "torch "):
+    for text in ("--recipe study --swin swin_study_28", "**Schedule** (recipe `study`)", "paired by seed",
+                 "Convergence", "paired: mean ± std", "shifted windows", "w/o shifting", "rel. pos.",
+                 "abs.+rel. pos.", "global context", "ViT, MACs matched", "(1 seed)", "not run",
+                 "speed_accuracy.png", "attention_maps.png", "torch "):
         assert text in report, text
     assert (out / "speed_accuracy.png").stat().st_size > 0 and (out / "attention_maps.png").stat().st_size > 0
     assert "2 run(s) finished, 0 missing" in capsys.readouterr().out
@@ -157,6 +221,35 @@ def test_smoke_study_writes_results_and_report_and_resumes(tmp_path, monkeypatch
     assert e.value.code == 2
     assert "another schedule" in capsys.readouterr().err
     assert calls == [False, False]
+
+
+def test_shards_split_the_study_without_overlap_whenever_each_starts(tmp_path, monkeypatch, capsys):
+    trained = []
+
+    def fake_run(variant, config, work_dir, throughput):  # a run's result without the training
+        trained.append((variant.name, config.seed))
+        return {"variant": variant.name, "model": variant.model, "overrides": variant.overrides,
+                "seed": config.seed, "test": {"acc1": 0.5, "acc5": 0.9, "loss": 1.0, "images": 8},
+                "val": {}, "val_acc1_per_epoch": [], "steps": 1, "precision": "32-true", "params": 1,
+                "macs": 1, "throughput": {"images_per_s": 1.0}, "train_s": 1, "eval_s": 1, "wall_s": 1,
+                "config": study._plain(config.to_dict()), "model_file": str(work_dir / "none")}
+
+    monkeypatch.setattr(study, "run_one", fake_run)
+    out, work = tmp_path / "out", tmp_path / "work"
+    names = ("default", "no_shift", "pos_abs")
+    args = ["study", "ablations", "--smoke", "--seeds", "2", "--out", str(out), "--work", str(work), "--only",
+            *names]
+    assert main([*args, "--shard", "1/2"]) == 0  # the 2nd, 4th, 6th of (seed 0: 3 variants, seed 1: 3)
+    assert trained == [("no_shift", 0), ("default", 1), ("pos_abs", 1)]
+    assert main([*args, "--shard", "0/2"]) == 0  # started later, after shard 1 finished: the other half
+    assert trained[3:] == [("default", 0), ("pos_abs", 0), ("no_shift", 1)]
+    assert main([*args, "--shard", "0/1"]) == 0 and len(trained) == 6  # nothing left
+    assert "6 run(s) finished, 0 missing" in capsys.readouterr().out
+    for bad in ("2/2", "1", "a/b", "0/0"):
+        with pytest.raises(SystemExit) as e:
+            main([*args, "--shard", bad])
+        assert e.value.code == 2
+    assert "I/N" in capsys.readouterr().err
 
 
 def test_unknown_variant_is_a_usage_error(tmp_path, capsys):

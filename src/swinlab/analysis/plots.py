@@ -13,6 +13,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
+def _save(fig, out: str | os.PathLike, dpi: int = 110) -> Path:
+    """Lay ``fig`` out, write it to ``out`` and free it."""
+    fig.tight_layout()
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return Path(out)
+
+
 def read_metrics_csv(path: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
     """Lightning CSVLogger's ``metrics.csv`` as ``{metric: [(step, value), ...]}``."""
     series: dict[str, list[tuple[int, float]]] = {}
@@ -39,10 +47,7 @@ def plot_training_curves(metrics_csv: str | os.PathLike, out: str | os.PathLike)
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return Path(out)
+    return _save(fig, out)
 
 
 def plot_confusion(matrix, classes: list[str], out: str | os.PathLike, title: str = "") -> Path:
@@ -59,10 +64,7 @@ def plot_confusion(matrix, classes: list[str], out: str | os.PathLike, title: st
                     color="white" if norm[i, j] > 0.5 else "black")
     ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix (test)")
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return Path(out)
+    return _save(fig, out)
 
 
 def plot_attention(images, maps, query: tuple[int, int], patch: int, window: int, shift: int,
@@ -91,10 +93,7 @@ def plot_attention(images, maps, query: tuple[int, int], patch: int, window: int
             ax.set_title(f"{titles[r]}" if c == 0 else label, fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return Path(out)
+    return _save(fig, out)
 
 
 def plot_speed_accuracy(points: list[dict], out: str | os.PathLike, title: str = "") -> Path:
@@ -122,7 +121,18 @@ def plot_speed_accuracy(points: list[dict], out: str | os.PathLike, title: str =
            title=title or "speed vs. accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return Path(out)
+    return _save(fig, out, dpi=120)
+
+
+def plot_epoch_curves(curves: dict[str, list[tuple[int, float]]], out: str | os.PathLike, *, title: str = "",
+                      ylabel: str = "validation top-1 (%)") -> Path:
+    """One line per label of ``(epoch, value)`` points (values in percent): a run's convergence by seed."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, points in curves.items():
+        if points:
+            x, y = zip(*points, strict=True)
+            ax.plot([e + 1 for e in x], y, "o-", ms=3, label=label)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, out)

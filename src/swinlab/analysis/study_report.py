@@ -8,6 +8,7 @@ them in; nothing here trains or reads run directories.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,9 +21,9 @@ from ..files import write_json
 from ..models.registry import create_model
 from .attention_maps import attention_figure
 from .benchmark import environment
-from .plots import plot_speed_accuracy
+from .plots import plot_epoch_curves, plot_speed_accuracy
 from .profiler import profile
-from .stats import format_comparison, summarize
+from .stats import format_paired, resolution, summarize, t975
 
 # A report table: (section title, ((row label, variant name), ...)); one variant may fill several rows.
 Sections = Sequence[tuple[str, Sequence[tuple[str, str]]]]
@@ -39,8 +40,9 @@ def write_report(out: str | os.PathLike, runs: dict[str, list[dict]], *, variant
         runs: finished results (``result.json`` of each run) per variant, sorted by seed.
         variants: the study's variants, in report order (``name``, ``model``, ``overrides``, ``label``,
             ``group`` each).
-        reference: the variant every other one is compared with (the tie rule of
-            :func:`swinlab.analysis.stats.compare`).
+        reference: the variant every other one is compared with, paired by seed
+            (:func:`swinlab.analysis.stats.paired`); its validation curves show whether the schedule
+            flattened.
         tables: ``(heading, sections)`` per report table.
         schedule: the shared training config, described in the report.
         seeds: seeds per variant the study asks for.
@@ -63,21 +65,43 @@ def write_report(out: str | os.PathLike, runs: dict[str, list[dict]], *, variant
                   for n, s in summary.items()]
         figures["speed"] = plot_speed_accuracy(points, out / "speed_accuracy.png",
                                                title=f"{schedule.data}: top-1 vs. CPU inference throughput")
+    curves = {f"seed {r['seed']}": [(e, 100 * v) for e, v in r.get("val_acc1_per_epoch", [])]
+              for r in runs.get(reference, [])}
+    if any(curves.values()):
+        figures["curve"] = plot_epoch_curves(curves, out / "convergence.png",
+                                             title=f"{by_name[reference].label}: validation top-1 by epoch")
     if attention_model is not None:
         figures["attention"] = attention_figure(attention_model, schedule.data, schedule.data_dir,
                                                 out / "attention_maps.png")
-    results = {"settings": settings, "environment": env, "summary": summary, "missing": missing,
-               "runs": dict(runs)}
+    results = {"settings": settings, "environment": env, "summary": summary,
+               "resolution": resolution(summary), "convergence": convergence(runs.get(reference, [])),
+               "missing": missing, "runs": dict(runs)}
     write_json(out / "results.json", results)
     text = _report(schedule, seeds, summary, runs, env, throughput, figures, missing, tables=tables,
-                   order=list(by_name), reference=by_name[reference])
+                   order=list(by_name), reference=by_name[reference], results=results)
     (out / "report.md").write_text(text)
     return results
 
 
+def convergence(runs: Sequence[dict], tail: float = 0.25) -> dict | None:
+    """How much the reference's validation top-1 still rose in the last ``tail`` of its epochs: per seed
+    and the mean, in accuracy fractions (``None`` without curves). A schedule has flattened when that rise
+    is small against the differences the study is after."""
+    rises = {}
+    for r in runs:
+        curve = r.get("val_acc1_per_epoch") or []
+        if len(curve) >= 2:
+            start = curve[max(0, len(curve) - 1 - math.ceil(len(curve) * tail))]  # 8 epochs: 6 → 8
+            rises[r["seed"]] = {"from_epoch": start[0] + 1, "to_epoch": curve[-1][0] + 1,
+                                "rise": curve[-1][1] - start[1], "last": curve[-1][1]}
+    if not rises:
+        return None
+    return {"tail": tail, "per_seed": rises, "mean_rise": sum(v["rise"] for v in rises.values()) / len(rises)}
+
+
 def _report(schedule: Any, seeds: int, summary: dict, runs: dict, env: dict, throughput: Any,
             figures: dict, missing: list[str], *, tables: Sequence[tuple[str, Sections]], order: list[str],
-            reference: Any) -> str:
+            reference: Any, results: dict) -> str:
     c = schedule
     n_train = c.train_limit if c.train_limit else "all"
     machine = env["machine"]
@@ -100,8 +124,10 @@ def _report(schedule: Any, seeds: int, summary: dict, runs: dict, env: dict, thr
         f"label smoothing {c.label_smoothing:g}, gradient clip {c.clip_grad}, "
         f"{'no augmentation' if not c.augment else 'augmentation ' + json.dumps(c.augment_kwargs())}, "
         f"model overrides {json.dumps(c.model_overrides)}, precision {c.precision}. "
-        "These models are far from converged; the numbers rank the switches under this budget only and "
-        "are not the paper's ImageNet numbers.", "",
+        + ("These models are far from converged; the numbers rank the switches under this budget only and "
+           "are not the paper's ImageNet numbers." if c.name == "ablations" else
+           "The numbers rank the switches on this data and model; they are not the paper's ImageNet numbers "
+           "(the convergence note below says whether the schedule flattened)."), "",
         f"Seeds 0…{seeds - 1}. Seed k fixes the initialization, the train/val split (and so which "
         "training images are used) and the batch order; every variant sees exactly the same data at "
         "seed k, and every run uses the same schedule. The test images are the same for every run.", "",
@@ -113,12 +139,8 @@ def _report(schedule: Any, seeds: int, summary: dict, runs: dict, env: dict, thr
         f"Machine: {machine['cpu']}, {machine['cpu_count']} cores ({machine['cpus_usable']} usable), "
         f"torch {env['versions']['torch']}, Python {env['versions']['python']}, {machine['platform']}; "
         f"report written {env['date_utc']}.", "",
-        "**Tie rule.** Δ is the difference of mean top-1 against the default Swin (shifted windows, "
-        "rel. pos.), in accuracy points. A difference with |Δ| ≤ √(s_variant² + s_default²), the combined "
-        "sample standard deviation over seeds, is a **tie**; only a larger one is called better/worse. "
-        "With one seed there is no spread and nothing is called a win (\"1 seed\"). With two seeds a "
-        "standard deviation rests on one degree of freedom and can be small by chance: read a verdict as a "
-        "lead for a longer run with more seeds, not as a result.", "",
+        _verdict_rule(results["resolution"], seeds), "",
+        *_convergence_note(results["convergence"], figures), "",
         _shift_note(schedule, reference), "",
     ]
     if missing:
@@ -152,6 +174,37 @@ def _report(schedule: Any, seeds: int, summary: dict, runs: dict, env: dict, thr
     return "\n".join(lines)
 
 
+def _verdict_rule(width: float | None, seeds: int) -> str:
+    found = (f" The median 95% half-width over the variants, **{100 * width:.2f} points**, is about the "
+             "smallest difference from the default this study could call: a smaller true difference shows as "
+             "a tie." if width is not None else "")
+    return ("**Verdict rule (paired by seed).** Seed k gives the default and each variant the same "
+            "initialization, split and data order, so the study compares them seed by seed: Δ_k = top-1 of "
+            "the variant − top-1 of the default at seed k, in accuracy points. The table gives the mean of "
+            "the Δ_k ± their standard deviation, the half-width of the mean's 95% interval "
+            "(t(0.975, n−1) · s / √n) and the verdict: **better** or **worse** only where |mean Δ| exceeds "
+            f"that half-width, else **tie**; with one seed there is no spread and no verdict (\"1 seed\"). "
+            f"With {seeds} seed(s) the interval is wide (t = {_t(seeds)}): the rule calls few differences, "
+            "and those it calls are unlikely to be seed noise." + found)
+
+
+def _t(seeds: int) -> str:
+    return f"{t975(seeds - 1):.2f}" if seeds >= 2 else "n/a"
+
+
+def _convergence_note(conv: dict | None, figures: dict) -> list[str]:
+    if conv is None:
+        return ["**Convergence.** No validation curve was recorded for the default's runs."]
+    per = ", ".join(f"seed {k}: {100 * v['rise']:+.2f} (epoch {v['from_epoch']} → {v['to_epoch']}, last "
+                    f"{100 * v['last']:.2f}%)" for k, v in sorted(conv["per_seed"].items()))
+    lines = [f"**Convergence.** Over the last {conv['tail']:.0%} of the schedule the default's validation "
+             f"top-1 rose by {100 * conv['mean_rise']:+.2f} points on average ({per}): compare it with the "
+             "differences in the tables to judge whether more epochs would change them."]
+    if "curve" in figures:
+        lines += ["", f"![validation top-1 by epoch]({figures['curve'].name})"]
+    return lines
+
+
 def _shift_note(schedule: Any, variant: Any) -> str:
     """Which blocks of the study's Swin attend over shifted windows at its image size."""
     with torch.device("meta"):
@@ -169,7 +222,8 @@ def _shift_note(schedule: Any, variant: Any) -> str:
 
 
 def _table(sections: Sections, summary: dict, reference: str) -> list[str]:
-    lines = ["| | top-1 (%) mean ± std | vs. default | params | MACs | throughput (img/s) |",
+    lines = ["| | top-1 (%) mean ± std | Δ vs. default, paired: mean ± std (95% ±, verdict) | params | MACs "
+             "| throughput (img/s) |",
              "|---|---|---|---|---|---|"]
     for title, rows in sections:
         lines.append(f"| ***{title}*** | | | | | |")
@@ -182,6 +236,6 @@ def _table(sections: Sections, summary: dict, reference: str) -> list[str]:
             n = len(s["acc1"])
             bold = "**" if name == reference else ""
             lines.append(f"| {bold}{label}{bold} | {100 * s['acc1_mean']:.2f}{std} (n={n}) | "
-                         f"{format_comparison(s['vs_default'])} | {s['params'] / 1e6:.2f}M | "
+                         f"{format_paired(s['paired'])} | {s['params'] / 1e6:.2f}M | "
                          f"{s['macs'] / 1e6:.1f}M | {s['throughput']:.0f} |")
     return lines

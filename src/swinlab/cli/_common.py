@@ -26,6 +26,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def shard(text: str) -> tuple[int, int]:
+    """argparse type: ``I/N`` → ``(I, N)`` with ``0 ≤ I < N`` (this process's slice of ``N``)."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N (e.g. 0/4), got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"{text!r}: needs N ≥ 1 and 0 ≤ I < N (the shards are 0/N … N-1/N)")
+    return index, count
+
+
 def img_size(values: list[int] | None) -> tuple[int, int] | None:
     """``--img-size H [W]`` → ``(H, W)`` (``None`` when not given).
 

@@ -7,7 +7,7 @@ import argparse
 import torch
 
 from ..precision import PRECISIONS
-from ._common import positive_int
+from ._common import positive_int, shard
 
 SWINS = ("swin_study_28", "swin_micro_28")  # as swinlab.train.study.SWINS (not imported: Lightning is slow)
 
@@ -40,6 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="checkpoints and logs of the runs (default runs/ablations-work)")
     p.add_argument("--only", nargs="+", metavar="NAME",
                    help="run these variants only (space or comma separated)")
+    p.add_argument("--shard", type=shard, default=(0, 1), metavar="I/N",
+                   help="take every N-th run of the study from the I-th (0-based): N processes given "
+                        "0/N … N-1/N split it without overlap (a GPU's or a many-core CPU's parallel runs; "
+                        "the same --out and --work); --report-only at the end reports every run")
     p.add_argument("--report-only", action="store_true", help="train nothing; report the finished runs")
     p.add_argument("--smoke", action="store_true", help="the recipe's seconds-long smoke version")
     p.add_argument("--threads", type=positive_int,
@@ -63,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     schedule = get_recipe(args.recipe, smoke=args.smoke, **changes)
     results = run_ablations(args.out, schedule=schedule, seeds=args.seeds, only=args.only, work=args.work,
-                            throughput=speed, report_only=args.report_only, swin=args.swin)
+                            throughput=speed, report_only=args.report_only, swin=args.swin,
+                            shard=args.shard)
     done = sum(len(r) for r in results["runs"].values())
     print(f"{done} run(s) finished, {len(results['missing'])} missing; report: {args.out}/report.md")
     return 0

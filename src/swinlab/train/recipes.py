@@ -242,12 +242,12 @@ def demo(smoke: bool = False) -> TrainConfig:
 def ablations(smoke: bool = False) -> TrainConfig:
     """The shared schedule of ``swinlab study ablations`` (every variant, baseline and seed runs it).
 
-    A reduced CPU schedule, sized so that 14 variants × 2 seeds take about 30-40 minutes at one
-    torch thread on a 2-core CPU shared with other jobs (``--threads 1``): one epoch over 4,000
+    A reduced CPU schedule, sized so that the first study's 14 variants × 2 seeds took about 30-40 minutes
+    at one torch thread on a 2-core CPU shared with other jobs (``--threads 1``): one epoch over 4,000
     Fashion-MNIST training images in batches of 32 (125 steps; peak lr 1e-3 = base 1.6e-2 × 32/512,
     10% warmup, cosine), validated on 250 held-out images, tested on the first 1,000 test images;
     no augmentation, no stochastic depth (the demo recipe's choices for short runs). The models are
-    far from converged (about 65-75% top-1 where the 100-epoch recipe reaches 93-94%): it ranks the
+    far from converged (about 65-75% top-1 where the 40-epoch fashion-mnist recipe reaches 92%): it ranks the
     switches only coarsely, under this budget.
     ``smoke``: 64 synthetic images, seconds.
     """
@@ -267,10 +267,12 @@ def study(smoke: bool = False) -> TrainConfig:
     has it. Seeded: the same split, data order and initialization per seed for every variant.
 
     Cost, measured (2-core Xeon, bf16-mixed, the whole fit loop with validation, augmentation in the main
-    process): swin_study_28 trains at 320 img/s (swin_micro_28: 315), so one run is 30 × 59,000 / 320 ≈ 92
-    min and the 14 variants × 3 seeds ≈ 64 h on that CPU: a GPU job (the study is resumable; run it in pieces
-    with ``--only``). 30 epochs is the plan, not yet shown to be where the default's accuracy flattens: the
-    report's validation curve says whether it is.
+    process): swin_study_28 trained at 320 img/s (swin_micro_28: 315), so one run is 30 × 59,000 / 320 ≈ 92
+    min; a later 2-core Xeon (AMX, 2026-12-02) timed its training step alone at 471 img/s (2 threads; 266 at
+    one thread), ≈ 63 min a run. The 20 variants × 3 seeds (60 runs; the baselines are cheaper) are ≈ 60 h
+    on that CPU: a GPU job. The study is resumable and splits without overlap into ``--shard I/N`` processes
+    (a GPU runs several of these small models at once) or pieces (``--only``). 30 epochs is the plan, not
+    yet shown to be where the default's accuracy flattens: the report's convergence note and curve say.
     """
     config = TrainConfig(
         name="study", model="swin_study_28", model_overrides={"drop_path_rate": 0.1}, data="fashion-mnist",

@@ -17,9 +17,9 @@ epoch checkpoint (when its schedule is unchanged), so an interrupted study is co
 the same command again. Seeds are the outer loop: an interrupted study has every variant at the
 first seeds rather than some variants at every seed.
 
-Comparisons follow one rule: a difference in mean top-1 no larger than the combined seed spread
-``√(s_a² + s_b²)`` (sample standard deviations over seeds) is a tie, not a win
-(:func:`swinlab.analysis.stats.compare`). This module holds the variants, the tables and the runs;
+Comparisons are paired by seed (:func:`swinlab.analysis.stats.paired`): the per-seed differences from the
+default, their mean and standard deviation, and a verdict only where the mean lies beyond its 95% interval
+(a difference inside it is a tie). This module holds the variants, the tables and the runs;
 the statistics are :mod:`swinlab.analysis.stats`, the report :mod:`swinlab.analysis.study_report`.
 """
 
@@ -40,7 +40,9 @@ from ..analysis.benchmark import time_model
 from ..analysis.profiler import profile
 from ..errors import ConfigError
 from ..files import write_json
+from ..layers.global_context import FUSIONS, SAMPLERS
 from ..models.registry import get_config
+from . import history
 from .recipes import TrainConfig, get_recipe
 from .run import evaluate, fit, load_checkpoint
 
@@ -81,13 +83,13 @@ def variants(swin: str = SWIN) -> tuple[Variant, ...]:
         Variant("pos_abs", swin, {"position": "abs"}, "abs. pos.", "Swin ablations"),
         Variant("pos_abs_rel", swin, {"position": "abs+rel"}, "abs.+rel. pos.", "Swin ablations"),
         Variant("pos_rel_only", swin, {"position": "rel-only"}, "rel. pos. w/o app.", "Swin ablations"),
-        _gc(swin, "add", "random"),
-        _gc(swin, "max", "random"),
-        _gc(swin, "concat", "random"),
-        _gc(swin, "add", "grid"),
-        _gc(swin, "add", "pool"),
-        Variant("vit_micro_28", "vit_micro_28", {}, "ViT (vit_micro_28)", "baselines"),
-        Variant("mixer_micro_28", "mixer_micro_28", {}, "MLP-Mixer (mixer_micro_28)", "baselines"),
+        *(_gc(swin, fusion, sampler) for fusion in FUSIONS for sampler in SAMPLERS),
+        Variant("vit_micro_28", "vit_micro_28", {}, "ViT, params matched (vit_micro_28)", "baselines"),
+        Variant("vit_study_28", "vit_study_28", {}, "ViT, MACs matched (vit_study_28)", "baselines"),
+        Variant("mixer_micro_28", "mixer_micro_28", {}, "MLP-Mixer, params matched (mixer_micro_28)",
+                "baselines"),
+        Variant("mixer_study_28", "mixer_study_28", {}, "MLP-Mixer, MACs matched (mixer_study_28)",
+                "baselines"),
     )
 
 
@@ -103,13 +105,14 @@ TABLE4 = (
                             ("rel. pos.", DEFAULT))),
 )
 EXTENSION = (
-    ("global context: fusion (sampler random)", (("Swin (no global context)", DEFAULT),
-                                                 ("add", "gc_add_random"), ("max", "gc_max_random"),
-                                                 ("concat", "gc_concat_random"))),
-    ("global context: sampler (fusion add)", (("random", "gc_add_random"), ("grid", "gc_add_grid"),
-                                              ("pool", "gc_add_pool"))),
-    ("baselines (same schedule)", (("Swin (the study's)", DEFAULT), ("ViT (vit_micro_28)", "vit_micro_28"),
-                                   ("MLP-Mixer (mixer_micro_28)", "mixer_micro_28"))),
+    ("global context: fusion × sampler", (("Swin (no global context)", DEFAULT),
+                                          *((f"{fusion}, {sampler}", f"gc_{fusion}_{sampler}")
+                                            for fusion in FUSIONS for sampler in SAMPLERS))),
+    ("baselines (same schedule)", (("Swin (the study's)", DEFAULT),
+                                   ("ViT, params matched (vit_micro_28)", "vit_micro_28"),
+                                   ("ViT, MACs matched (vit_study_28)", "vit_study_28"),
+                                   ("MLP-Mixer, params matched (mixer_micro_28)", "mixer_micro_28"),
+                                   ("MLP-Mixer, MACs matched (mixer_study_28)", "mixer_study_28"))),
 )
 TABLES = (("Table 4 layout: shifted windows and position embedding", TABLE4),
           ("Global-context extension and same-schedule baselines", EXTENSION))  # (heading, sections)
@@ -143,7 +146,7 @@ def run_config(schedule: TrainConfig, variant: Variant, seed: int) -> TrainConfi
 def run_ablations(out: str | os.PathLike, *, schedule: TrainConfig | None = None, seeds: int = 3,
                   only: Iterable[str] | None = None, work: str | os.PathLike = "runs/ablations-work",
                   throughput: Throughput = Throughput(), report_only: bool = False, swin: str = SWIN,
-                  log=print) -> dict:
+                  shard: tuple[int, int] = (0, 1), log=print) -> dict:
     """Train and test every selected variant at seeds ``0 … seeds-1`` (skipping finished runs),
     then write ``results.json`` and ``report.md`` from every result under ``out``.
 
@@ -154,6 +157,9 @@ def run_ablations(out: str | os.PathLike, *, schedule: TrainConfig | None = None
         throughput: how inference throughput is measured.
         report_only: train nothing; report what has finished.
         swin: the Swin the switches are flipped on (:data:`SWINS`).
+        shard: ``(i, n)``: take only every ``n``-th run of the study's list (seeds outer, variants inner)
+            from the ``i``-th, so ``n`` processes given ``0 … n-1`` share the study without overlap, whenever
+            each starts; each reports what has finished so far (``report_only`` at the end reports all).
 
     Returns:
         The summary written to ``results.json``.
@@ -162,7 +168,8 @@ def run_ablations(out: str | os.PathLike, *, schedule: TrainConfig | None = None
     out, work = Path(out), Path(work)
     chosen = select(only, swin)
     if not report_only:
-        todo = [(v, s) for s in range(seeds) for v in chosen]
+        index, count = shard  # a run's shard is its place in the whole list: the same whenever it starts
+        todo = [(v, s) for s in range(seeds) for v in chosen][index::count]
         for i, (variant, seed) in enumerate(todo, 1):
             path = out / "runs" / variant.name / f"seed{seed}" / "result.json"
             config = run_config(schedule, variant, seed)
@@ -195,6 +202,7 @@ def run_one(variant: Variant, config: TrainConfig, work_dir: Path, throughput: T
     t1 = time.perf_counter()
     test = evaluate(fitted["model"], config.data, config.data_dir, test_limit=config.test_limit)
     eval_s = time.perf_counter() - t1
+    curve = history.epoch_curve(history.read_metrics(work_dir))  # every piece, resumed or not
     net, _ = load_checkpoint(fitted["model"])
     prof = profile(net, memory=False)
     speed = measure_throughput(net, throughput)
@@ -202,7 +210,8 @@ def run_one(variant: Variant, config: TrainConfig, work_dir: Path, throughput: T
     return {
         "variant": variant.name, "model": variant.model, "overrides": variant.overrides, "seed": config.seed,
         "test": {k: test[k] for k in ("acc1", "acc5", "loss", "images")},
-        "val": fitted["val"], "steps": fitted["global_step"], "precision": fitted["precision"],
+        "val": fitted["val"], "val_acc1_per_epoch": curve, "steps": fitted["global_step"],
+        "precision": fitted["precision"],
         "params": prof["params"], "macs": prof["macs"], "throughput": speed,
         "train_s": round(train_s, 1), "eval_s": round(eval_s, 1),
         "wall_s": round(time.perf_counter() - t0, 1),
