@@ -8,11 +8,18 @@
 #   bash benchmarks/gpu_suite.sh train   "$OUT"   # Swin-T bf16 training step, batch 128, eager + compiled
 #   bash benchmarks/gpu_suite.sh scaling "$OUT"   # cost per pixel 224² → 896², Swin-T vs DeiT-S
 #   bash benchmarks/gpu_suite.sh graphs  "$OUT"   # inference again, compiled with CUDA graphs
+#   bash benchmarks/gpu_suite.sh study   "$OUT"   # issue 11's study: SHARDS (8) processes share the GPU for
+#                                                 # STUDY_SECONDS (480); the finished runs come back in
+#                                                 # OUT/study/runs (copy them into the study's --out here
+#                                                 # and run --report-only); a run cut off is lost.
+#                                                 # The device has no Fashion-MNIST: copy the idx .gz files
+#                                                 # to runs/fashion-mnist (ignored), carry that path, and
+#                                                 # give FASHION_MNIST=runs/fashion-mnist
 #
 # Results land in OUT (JSON + PNG, machine, versions and date inside); copy them into
 # benchmarks/results/ and record what moved which number in benchmarks/results/README.md.
 set -euo pipefail
-usage="usage: gpu_suite.sh check|infer|train|scaling|graphs OUTDIR"
+usage="usage: gpu_suite.sh check|infer|train|scaling|graphs|study OUTDIR"
 part=${1:?$usage}
 out=${2:?$usage}
 mkdir -p "$out"
@@ -38,5 +45,16 @@ case "$part" in
     $py benchmarks/bench.py --device cuda --dtype bfloat16 --batch-size 256 --mode infer \
       --backends auto --compile reduce-overhead --warmup 5 --repeats 20 --brief --out "$out" \
       --name cuda_swin_t_b256_224_bfloat16_infer_cudagraphs 2>&1 | grep -v " step " ;;
-  *) echo "unknown part $part: check, infer, train, scaling or graphs" >&2; exit 2 ;;
+  study)
+    shards=${SHARDS:-8}
+    for i in $(seq 0 $((shards - 1))); do
+      timeout -s INT "${STUDY_SECONDS:-480}" $py -m swinlab.cli study ablations --seeds 3 --shard "$i/$shards" \
+        ${FASHION_MNIST:+--data-dir "$FASHION_MNIST"} --out "$out/study" --work /tmp/study-work \
+        > "$out/study_shard$i.log" 2>&1 &
+    done
+    wait || true
+    $py -m swinlab.cli study ablations --seeds 3 --report-only --out "$out/study" --work /tmp/study-work \
+      2>&1 | tail -1
+    nvidia-smi --query-gpu=name,memory.used --format=csv >> "$out/gpu.txt" ;;
+  *) echo "unknown part $part: check, infer, train, scaling, graphs or study" >&2; exit 2 ;;
 esac
