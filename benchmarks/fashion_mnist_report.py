@@ -31,6 +31,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("docs/results/fashion-mnist"))
     p.add_argument("--note", default="", help="a line on where and how the run ran")
     p.add_argument("--findings", type=Path, default=None, help="a markdown file: what the run shows")
+    p.add_argument("--command", default="swinlab train --recipe fashion-mnist --out runs/fashion-mnist",
+                   help="the command that trained the run (default: the recipe's)")
+    p.add_argument("--title", default="The `fashion-mnist` recipe, run to the end",
+                   help="the report's heading")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows, fields = history.merge([*args.metrics, *history.pieces(args.run)])
@@ -44,7 +48,7 @@ def main() -> None:
     result = {
         "test_acc1": test["acc1"], "test_acc5": test["acc5"], "test_loss": test["loss"],
         "test_images": test["images"], "val_acc1_per_epoch": val,
-        "command": "swinlab train --recipe fashion-mnist --out runs/fashion-mnist (--resume to continue)",
+        "command": f"{args.command} (--resume to continue)",
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "threads": torch.get_num_threads()},
@@ -57,13 +61,13 @@ def main() -> None:
     curve = "\n".join(f"| {e} | {a:.2%} |" for e, a in val)
     target = "met" if test["acc1"] >= 0.95 else "**not met**"
     findings = args.findings.read_text() if args.findings else ""
-    (args.out / "report.md").write_text(f"""# The `fashion-mnist` recipe, run to the end
+    (args.out / "report.md").write_text(f"""# {args.title}
 
 **{test['acc1']:.2%} top-1** ({test['acc5']:.2%} top-5, loss {test['loss']:.3f}) on the {test['images']:,}
 Fashion-MNIST test images, float32 evaluation. Target ≥ 95.0% (issue 11): {target}.
 
 Command: `{result['command']}`, then
-`PYTHONPATH=src python benchmarks/fashion_mnist_report.py --run runs/fashion-mnist ...` for this report.
+`PYTHONPATH=src python benchmarks/fashion_mnist_report.py --run {args.run} ...` for this report.
 Machine: {result['machine']['processor']}, {result['machine']['platform']}, torch {result['torch']};
 {args.note}
 
