@@ -223,9 +223,9 @@ def demo(smoke: bool = False) -> TrainConfig:
     training: the host's speed varies ±10%); on a 2-core AMD EPYC Zen 5 (no AMX) 90.46% / 96 s, 1 min 46 s
     of ``make demo`` on a clean clone (its venv set up); on another 2-core AMX Xeon later that day 90.36% /
     98 s, 1 min 46 s of ``make demo`` on a clean clone (venv set up). Validating once per epoch instead of
-    twice gives the same accuracy (validation draws no random numbers) and saves five passes. A larger batch trains
-    faster per image (a step of this 0.57M-parameter model costs ~30 ms of fixed operator overhead plus
-    ~0.4 ms per image) but learns less per epoch.
+    twice gives the same accuracy (validation draws no random numbers) and saves five passes. A larger
+    batch trains faster per image (a step of this 0.57M-parameter model costs ~30 ms of fixed operator
+    overhead plus ~0.4 ms per image) but learns less per epoch.
     """
     config = TrainConfig(
         name="demo", model="swin_demo_28", model_overrides={"drop_path_rate": 0.0},
