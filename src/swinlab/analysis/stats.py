@@ -4,8 +4,9 @@ The study compares each variant with the default **paired by seed** (:func:`pair
 runs the same initialization, split and data order, so the per-seed differences ``d_k`` cancel what the
 seed does to both. A verdict is given only where the mean difference lies beyond its 95% interval
 ``t(0.975, n-1) · s_d / √n`` (``s_d``: the sample standard deviation of the ``d_k``); that half-width is
-also the smallest difference the study could have called. :func:`compare` is the older, unpaired rule
-(a difference within the combined seed spread ``√(s_a² + s_b²)`` is a tie).
+also the smallest difference the study could have called. :func:`compare` is the first study's unpaired
+rule (a difference within the combined seed spread ``√(s_a² + s_b²)`` is a tie), which its committed report
+used; the report no longer does.
 """
 
 from __future__ import annotations
@@ -100,8 +101,7 @@ def format_comparison(c: dict | None) -> str:
 
 def summarize(runs: dict[str, list[dict]], *, reference: str, order: Sequence[str]) -> dict[str, dict]:
     """Per variant: top-1 per seed, mean and std, params, MACs, median throughput, mean wall time,
-    and the comparisons with the ``reference`` variant: ``paired`` (by seed, :func:`paired`; the study's
-    verdict) and ``vs_default`` (the unpaired :func:`compare`).
+    and the comparison with the ``reference`` variant, paired by seed (``paired``: :func:`paired`).
 
     Args:
         runs: finished results per variant (each a ``result.json`` of the study), sorted by seed.
@@ -109,7 +109,6 @@ def summarize(runs: dict[str, list[dict]], *, reference: str, order: Sequence[st
         order: the variants' order in the summary; variants without runs are left out.
     """
     summary = {}
-    ref = [r["test"]["acc1"] for r in runs.get(reference, [])]
     ref_by_seed = {r["seed"]: r["test"]["acc1"] for r in runs.get(reference, [])}
     for name in [n for n in order if n in runs]:
         rs = runs[name]
@@ -120,7 +119,6 @@ def summarize(runs: dict[str, list[dict]], *, reference: str, order: Sequence[st
             "params": rs[0]["params"], "macs": rs[0]["macs"],
             "throughput": statistics.median(r["throughput"]["images_per_s"] for r in rs),
             "wall_s": statistics.fmean(r["wall_s"] for r in rs),
-            "vs_default": compare(acc, ref) if ref and name != reference else None,
             "paired": (paired({r["seed"]: r["test"]["acc1"] for r in rs}, ref_by_seed)
                        if name != reference and set(ref_by_seed) & {r["seed"] for r in rs} else None),
         }

@@ -175,6 +175,7 @@ def _report(schedule: Any, seeds: int, summary: dict, runs: dict, env: dict, thr
 
 
 def _verdict_rule(width: float | None, seeds: int) -> str:
+    t = f"{t975(seeds - 1):.2f}" if seeds >= 2 else "n/a"
     found = (f" The median 95% half-width over the variants, **{100 * width:.2f} points**, is about the "
              "smallest difference from the default this study could call: a smaller true difference shows as "
              "a tie." if width is not None else "")
@@ -184,12 +185,8 @@ def _verdict_rule(width: float | None, seeds: int) -> str:
             "the Δ_k ± their standard deviation, the half-width of the mean's 95% interval "
             "(t(0.975, n−1) · s / √n) and the verdict: **better** or **worse** only where |mean Δ| exceeds "
             f"that half-width, else **tie**; with one seed there is no spread and no verdict (\"1 seed\"). "
-            f"With {seeds} seed(s) the interval is wide (t = {_t(seeds)}): the rule calls few differences, "
+            f"With {seeds} seed(s) the interval is wide (t = {t}): the rule calls few differences, "
             "and those it calls are unlikely to be seed noise." + found)
-
-
-def _t(seeds: int) -> str:
-    return f"{t975(seeds - 1):.2f}" if seeds >= 2 else "n/a"
 
 
 def _convergence_note(conv: dict | None, figures: dict) -> list[str]:

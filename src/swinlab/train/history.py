@@ -17,13 +17,17 @@ METRICS = "metrics.csv"
 _PIECE = re.compile(r"metrics\.part(\d+)\.csv")
 
 
+def _moved_aside(run: Path) -> list[tuple[int, Path]]:
+    """``(N, metrics.partN.csv)`` of the run's earlier pieces, by N."""
+    return sorted((int(m.group(1)), p) for p in run.glob("metrics.part*.csv")
+                  if (m := _PIECE.fullmatch(p.name)))
+
+
 def pieces(run_dir: str | os.PathLike) -> list[Path]:
     """The run's metrics files, oldest first: the moved-aside pieces, then ``metrics.csv``."""
     run = Path(run_dir)
-    parts = sorted((int(m.group(1)), p) for p in run.glob("metrics.part*.csv")
-                   if (m := _PIECE.fullmatch(p.name)))
     current = run / METRICS
-    return [p for _, p in parts] + ([current] if current.is_file() else [])
+    return [p for _, p in _moved_aside(run)] + ([current] if current.is_file() else [])
 
 
 def keep_earlier_piece(run_dir: str | os.PathLike) -> Path | None:
@@ -33,9 +37,8 @@ def keep_earlier_piece(run_dir: str | os.PathLike) -> Path | None:
     current = run / METRICS
     if not current.is_file():
         return None
-    n = 1 + max((int(m.group(1)) for p in run.glob("metrics.part*.csv") if (m := _PIECE.fullmatch(p.name))),
-                default=0)
-    target = run / f"metrics.part{n}.csv"
+    earlier = _moved_aside(run)
+    target = run / f"metrics.part{earlier[-1][0] + 1 if earlier else 1}.csv"
     os.replace(current, target)
     return target
 
