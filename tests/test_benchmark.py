@@ -12,6 +12,7 @@ import swinlab
 import swinlab.errors
 from swinlab.analysis import benchmark as bm
 from swinlab.cli import main
+from swinlab.kernels import allocator
 from swinlab.kernels import linear as lin
 from swinlab.layers import Linear
 
@@ -83,8 +84,12 @@ def test_scaling_reports_cost_per_pixel():
         assert r["ns_per_pixel"] == pytest.approx(r["median_s"] / r["pixels"] * 1e9)
 
 
-def test_environment_names_machine_versions_and_date():
+def test_environment_names_machine_versions_and_date(monkeypatch):
+    monkeypatch.setattr(allocator, "_state", None)
+    assert bm.environment("cpu")["machine"]["malloc"] == "default: not tuned"
+    bm.prepare(swinlab.create_model("swin_pico"), batch_size=1, img_size=32, device="cpu")  # tunes for all
     env = bm.environment("cpu")
+    assert env["machine"]["malloc"] == allocator.state() != "default: not tuned"
     assert env["machine"]["cpu"] and env["machine"]["torch_threads"] >= 1
     assert env["versions"]["torch"] == torch.__version__ and env["versions"]["swinlab"] == swinlab.__version__
     assert env["date_utc"][:2] == "20"

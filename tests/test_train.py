@@ -27,6 +27,7 @@ from swinlab.data.transforms import (
     IMAGENET_STD,
     default_normalization,
 )
+from swinlab.kernels import allocator
 from swinlab.train import (
     AtomicCheckpointIO,
     evaluate,
@@ -368,4 +369,5 @@ def test_fused_adamw_with_gradient_clipping_in_every_cpu_precision(tmp_path, pre
     config = _tiny(precision=precision, clip_grad=1e-3, base_lr=1e-3)
     result = fit(config, tmp_path, accelerator="cpu", callbacks=[Spy()])
     assert result["precision"] == precision and seen["fused"] is True
+    assert result["malloc"] == allocator.state() != "default: not tuned"  # CPU training tunes malloc
     assert seen["norms"] and max(seen["norms"]) <= 1e-3 * 1.01  # clipped to clip_grad

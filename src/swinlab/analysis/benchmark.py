@@ -52,6 +52,7 @@ from .. import __version__
 from .. import precision as precisions
 from ..errors import ConfigError
 from ..functional.pair import to_pair
+from ..kernels import allocator
 from ..kernels import linear as linear_kernels
 from ..models.registry import create_model, get_config
 
@@ -180,6 +181,8 @@ def prepare(model: nn.Module, *, batch_size: int, img_size: int | tuple[int, int
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda: CUDA is not available here; use device='cpu'")
     prec = precisions.resolve(precision, dev, training=mode == "train")
+    if dev.type == "cpu":  # the process-wide malloc settings training runs under, for every model alike
+        allocator.tune()
     size = to_pair(img_size)
     config = getattr(model, "config", None)
     chans = in_chans or getattr(config, "in_chans", 3)
@@ -580,6 +583,7 @@ def environment(device: str | torch.device | None = None) -> dict:
             "torch_threads": torch.get_num_threads(),
             "gpu": gpu,
             "cuda": torch.version.cuda,
+            "malloc": allocator.state(),
         },
         "versions": {
             "python": platform.python_version(),

@@ -33,6 +33,7 @@ from ..data.transforms import default_normalization
 from ..deploy.runtime import SUFFIX_FORMATS, load_exported
 from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from ..files import atomic_open
+from ..kernels import allocator
 from ..models.registry import create_model, get_config
 from ..weights import io as wio
 from ..weights.io import saved_class_names
@@ -90,7 +91,8 @@ def fit(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, d
 
     Returns:
         ``{"out_dir", "model", "last", "best", "val": {metric: value}, "global_step", "precision"
-        (resolved), "train_images"}``.
+        (resolved), "malloc"`` (:func:`swinlab.kernels.allocator.tune`'s record on the CPU, else ``None``),
+        ``"train_images"}``.
     """
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"
@@ -104,8 +106,11 @@ def fit(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, d
         if resume:  # Lightning's CSV logger would delete the earlier pieces' rows
             history.keep_earlier_piece(out)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    precision = precisions.resolve(config.precision, precisions.device_of(accelerator), training=True)
+    device = precisions.device_of(accelerator)
+    precision = precisions.resolve(config.precision, device, training=True)
     logger.info("training in %s (asked: %s)", precision, config.precision)
+    malloc = allocator.tune() if device.type == "cpu" else None  # fewer page faults per step
+    logger.info("malloc: %s", malloc)
     mcfg = get_config(config.model, **config.model_overrides)
     dm = build_datamodule(config, mcfg.img_size, mcfg.in_chans)
     dm.prepare_data()
@@ -158,7 +163,7 @@ def fit(config: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, d
     # the export ran in the rank-0 training process (with ddp_spawn this process holds no weights)
     return {"out_dir": str(out), "model": str(out / "model.safetensors"),
             "last": str(ckpt_dir / "last.ckpt"), "best": checkpoint.best_model_path or None,
-            "global_step": trainer.global_step, "precision": precision,
+            "global_step": trainer.global_step, "precision": precision, "malloc": malloc,
             "train_images": len(dm.train_set) if dm.train_set is not None else None,  # None: ddp_spawn
             "val": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}}
 
