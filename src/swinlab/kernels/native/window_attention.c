@@ -1089,8 +1089,10 @@ load_problem(const train_geom *g, const train_scratch *ts, const char *src, cons
  * pipes waiting on each sum's latency (Swin-T's stage 1 at batch 8 on a 2-core Xeon: forward 9.7 -> 5.6 ms,
  * forward and backward 24.6 -> 18.1 ms). The row block of the products over keys (QK^T, dO V^T) ... */
 #define ROWS_KEYS(NV) ((NV) == 1 ? 8 : (NV) == 2 ? 4 : (NV) <= 4 ? 2 : 1)
-/* ... and of those over channels (P V, dS K) and, for the columns of dK and dV, over tokens */
+/* ... of those over channels (P V, dS K) ... */
 #define ROWS_CHANNELS(DV) ((DV) == 1 ? 8 : (DV) == 2 ? 4 : (DV) <= 4 ? 2 : 1)
+/* ... and of the rows of dK and dV together (two sums per row and channel vector) */
+#define ROWS_TOKENS(DV) ((DV) == 1 ? 4 : (DV) == 2 ? 2 : 1)
 
 /* Rows [i0, i0 + R) of scale Q K^T + B (+ M) and their softmax into p. */
 static inline __attribute__((always_inline)) void
@@ -1138,23 +1140,28 @@ forward_logits(const train_geom *g, const train_scratch *ts, const float *b, con
     }
 }
 
-/* Rows [i0, i0 + R) of O = P V, stored. */
+/* Rows [i0, i0 + R) of A M times scale, stored at dst with row stride ld: A n rows of np (P, or dS), M n rows
+ * of dp (V, or K); O = P V (scale 1, exact) and dQ = scale dS K. */
 static inline __attribute__((always_inline)) void
-forward_values(const train_geom *g, const train_scratch *ts, const float *pt, char *dst, int i0, const int R,
-               const int NV, const int DV) {
+rows_times(const train_geom *g, const float *a, const float *m, float scale, char *dst, int64_t ld, int i0,
+           const int R, const int NV, const int DV) {
     const int n = g->n, np = 16 * NV, dp = 16 * DV;
     const size_t es = g->dtype == 0 ? 4 : 2;
+    const v16 sc = vsplat(scale);
     v16 o[R][DV];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < DV; c++) o[r][c] = (v16){0};
     for (int j = 0; j < n; j++) {
-        const v16 *vj = (const v16 *)(ts->v + (size_t)j * dp);
+        const v16 *mj = (const v16 *)(m + (size_t)j * dp);
         for (int r = 0; r < R; r++) {
-            const v16 pj = vsplat(pt[(size_t)(i0 + r) * np + j]);
-            for (int c = 0; c < DV; c++) o[r][c] += pj * vj[c];
+            const v16 aj = vsplat(a[(size_t)(i0 + r) * np + j]);
+            for (int c = 0; c < DV; c++) o[r][c] += aj * mj[c];
         }
     }
-    for (int r = 0; r < R; r++) store_row(g->dtype, o[r], g->d, dst + (size_t)(i0 + r) * g->ldo * es, DV);
+    for (int r = 0; r < R; r++) {
+        for (int c = 0; c < DV; c++) o[r][c] *= sc;
+        store_row(g->dtype, o[r], g->d, dst + (size_t)(i0 + r) * ld * es, DV);
+    }
 }
 
 static inline __attribute__((always_inline)) void
@@ -1169,8 +1176,8 @@ train_forward_problem(const train_geom *g, const train_scratch *ts, const char *
     int i = 0;
     for (; i + RK <= n; i += RK) forward_logits(g, ts, b, mk, pt, valid, i, RK, NV, DV);
     for (; i < n; i++) forward_logits(g, ts, b, mk, pt, valid, i, 1, NV, DV);
-    for (i = 0; i + RC <= n; i += RC) forward_values(g, ts, pt, dst, i, RC, NV, DV);
-    for (; i < n; i++) forward_values(g, ts, pt, dst, i, 1, NV, DV);
+    for (i = 0; i + RC <= n; i += RC) rows_times(g, pt, ts->v, 1.0f, dst, g->ldo, i, RC, NV, DV);
+    for (; i < n; i++) rows_times(g, pt, ts->v, 1.0f, dst, g->ldo, i, 1, NV, DV);
 }
 
 /* Rows [i0, i0 + R) of dS = P (dP - rowsum(P dP)) with dP = dO V^T, into ts->s (and added to db). */
@@ -1200,29 +1207,6 @@ backward_logits(const train_geom *g, const train_scratch *ts, const float *pt, f
             v16u *dbi = (v16u *)(db + i * np);
             for (int jv = 0; jv < NV; jv++) dbi[jv] += si[jv];
         }
-    }
-}
-
-/* Rows [i0, i0 + R) of dQ = scale dS K, stored. */
-static inline __attribute__((always_inline)) void
-backward_queries(const train_geom *g, const train_scratch *ts, char *dst, int i0, const int R, const int NV,
-                 const int DV) {
-    const int n = g->n, np = 16 * NV, dp = 16 * DV;
-    const size_t es = g->dtype == 0 ? 4 : 2;
-    const v16 sc = vsplat(g->scale);
-    v16 dq[R][DV];
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < DV; c++) dq[r][c] = (v16){0};
-    for (int j = 0; j < n; j++) {
-        const v16 *kj = (const v16 *)(ts->k + (size_t)j * dp);
-        for (int r = 0; r < R; r++) {
-            const v16 sj = vsplat(ts->s[(size_t)(i0 + r) * np + j]);
-            for (int c = 0; c < DV; c++) dq[r][c] += sj * kj[c];
-        }
-    }
-    for (int r = 0; r < R; r++) {
-        for (int c = 0; c < DV; c++) dq[r][c] *= sc;
-        store_row(g->dtype, dq[r], g->d, dst + (size_t)(i0 + r) * g->ld * es, DV);
     }
 }
 
@@ -1258,14 +1242,14 @@ static inline __attribute__((always_inline)) void
 train_backward_problem(const train_geom *g, const train_scratch *ts, const char *src, const float *pt,
                        const char *gsrc, char *dst, float *db, const int NV, const int DV) {
     const int n = g->n;
-    const int RK = ROWS_KEYS(NV), RC = ROWS_CHANNELS(DV), RT = ROWS_CHANNELS(DV) / 2 ? ROWS_CHANNELS(DV) / 2 : 1;
+    const int RK = ROWS_KEYS(NV), RC = ROWS_CHANNELS(DV), RT = ROWS_TOKENS(DV);
     load_problem(g, ts, src, ts->v, NV, DV); /* q, k, v and V^T */
     load_rows(g->dtype, gsrc, g->ldo, n, g->d, ts->g, DV);
     int i = 0;
     for (; i + RK <= n; i += RK) backward_logits(g, ts, pt, db, i, RK, NV, DV);
     for (; i < n; i++) backward_logits(g, ts, pt, db, i, 1, NV, DV);
-    for (i = 0; i + RC <= n; i += RC) backward_queries(g, ts, dst, i, RC, NV, DV);
-    for (; i < n; i++) backward_queries(g, ts, dst, i, 1, NV, DV);
+    for (i = 0; i + RC <= n; i += RC) rows_times(g, ts->s, ts->k, g->scale, dst, g->ld, i, RC, NV, DV);
+    for (; i < n; i++) rows_times(g, ts->s, ts->k, g->scale, dst, g->ld, i, 1, NV, DV);
     for (i = 0; i + RT <= n; i += RT) backward_keys(g, ts, pt, dst, i, RT, NV, DV);
     for (; i < n; i++) backward_keys(g, ts, pt, dst, i, 1, NV, DV);
 }
