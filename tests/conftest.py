@@ -83,3 +83,14 @@ def assert_same_training_gradients(fast: torch.nn.Module, ref: torch.nn.Module, 
     grads = dict(ref.named_parameters())
     for name, p in fast.named_parameters():
         torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+class BrokenLibrary:
+    """The real native library, but one of its functions returns success and leaves its outputs untouched
+    (a self-check must catch it)."""
+
+    def __init__(self, lib, broken: str):
+        self.lib, self.broken = lib, broken
+
+    def __getattr__(self, name):
+        return (lambda *args: 0) if name == self.broken else getattr(self.lib, name)

@@ -23,7 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import swinlab
-from conftest import assert_same_training_gradients
+from conftest import BrokenLibrary, assert_same_training_gradients
 from swinlab import kernels
 from swinlab.analysis.profiler import _EXTRA_FLOPS
 from swinlab.functional.windows import relative_bias, shifted_window_mask
@@ -394,18 +394,9 @@ def test_whole_model_trains_as_the_reference(name, trained):
 
 
 def test_training_kernels_that_disagree_fail_the_self_check():
-    class Broken:  # the real library, but a backward that leaves its outputs untouched
-        def __init__(self, lib):
-            self.lib = lib
-
-        def __getattr__(self, name):
-            return getattr(self.lib, name)
-
-        def swinlab_wa_train_backward(self, *args):
-            return 0
-
     assert native._train_self_check(native._KERNEL.lib, np.random.default_rng(0)) is None
-    problem = native._train_self_check(Broken(native._KERNEL.lib), np.random.default_rng(0))
+    broken = BrokenLibrary(native._KERNEL.lib, "swinlab_wa_train_backward")
+    problem = native._train_self_check(broken, np.random.default_rng(0))
     assert problem is not None and "gradient of qkv" in problem
 
 

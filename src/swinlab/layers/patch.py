@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..functional.pair import round_up, static_zero
+from ..kernels import norm as norm_kernels
 from .linear import Linear
 
 PATCH_REMAINDERS = ("pad", "drop")  # the last H mod P rows / W mod P columns: zero-padded | ignored
@@ -103,4 +104,6 @@ class PatchMerging(nn.Module):
             h, w = round_up(h, 2), round_up(w, 2)
         x = x.view(b, h // 2, 2, w // 2, 2, c)  # (B, H/2, dh, W/2, dw, C)
         x = x.permute(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)  # (B, H/2, W/2, [dw, dh, C])
-        return self.norm(self.reduction(x)) if self.norm_after else self.reduction(self.norm(x))
+        if self.norm_after:
+            return self.norm(self.reduction(x))
+        return self.reduction(norm_kernels.layer_norm(x, self.norm))

@@ -35,6 +35,7 @@ from torch import nn
 
 from ..functional.pair import Pair
 from ..functional.windows import SHIFT_ORDERS, WINDOW_FITS
+from ..kernels import norm as norm_kernels
 from ..layers import (
     AbsolutePositionEmbedding,
     DropPath,
@@ -157,8 +158,10 @@ class SwinBlock(nn.Module):
         if self.res_post_norm:
             x = x + self.drop_path1(self.norm1(self.attn(x)))  # (B, H, W, C)
             return x + self.drop_path2(self.norm2(self.mlp(x)))  # (B, H, W, C)
-        x = x + self.drop_path1(self.attn(self.norm1(x)))  # (B, H, W, C)
-        return x + self.drop_path2(self.mlp(self.norm2(x)))  # (B, H, W, C)
+        # x + F(LN₁(x)), then LN₂ of that sum: the add and the norm one pass in CPU inference (kernels.norm)
+        branch = self.drop_path1(self.attn(norm_kernels.layer_norm(x, self.norm1)))  # (B, H, W, C)
+        x, h = norm_kernels.add_layer_norm(x, branch, self.norm2)  # 2 × (B, H, W, C)
+        return x + self.drop_path2(self.mlp(h))  # (B, H, W, C)
 
 
 class SwinStage(nn.Module):

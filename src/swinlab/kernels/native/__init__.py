@@ -34,6 +34,9 @@ adds, the softmax and their backwards): on the 2-core Xeon, 1.3-2.2× faster per
 ``benchmarks/results/cpu_native_attention_training.json``. Under ``torch.compile`` or an export the
 training call runs ``"reference"``.
 
+The same library holds the residual add + LayerNorm of CPU inference (``swinlab_add_layer_norm``,
+:func:`add_layer_norm`; when it runs: :mod:`swinlab.kernels.norm`), checked at load against float64 maths too.
+
 Shapes it does not take (more than 256 tokens per window, more than 128 channels per head, logits
 without ``QKᵀ``), other dtypes than float32 and bfloat16, and other devices run ``"sdpa"`` silently
 (``"reference"`` in training). While ``torch.compile``, ``torch.export`` or
@@ -198,6 +201,8 @@ def _bind(path: Path) -> tuple[ctypes.CDLL, int]:
     lib.swinlab_wa_train_backward.argtypes = [i32, vp, vp, vp, vp, vp, i64, i64, i32, i32, i32, f32, i32]
     lib.swinlab_wa_train_row.restype = ctypes.c_int
     lib.swinlab_wa_train_row.argtypes = [i32, i32]
+    lib.swinlab_add_layer_norm.restype = ctypes.c_int
+    lib.swinlab_add_layer_norm.argtypes = [i32, vp, vp, vp, vp, vp, vp, i64, i32, f32, i32]
     lib.swinlab_wa_capabilities.restype = ctypes.c_int
     lib.swinlab_wa_mxcsr.restype = ctypes.c_uint
     return lib, lib.swinlab_wa_capabilities()
@@ -471,7 +476,7 @@ def self_check(lib) -> str | None:
                 dtype = "float32" if code == 0 else "bfloat16"
                 return (f"its self-check disagrees with a float64 softmax in {dtype} (N={n}, d={d}): "
                         f"{'max error ' + format(err, '.3g') if rc == 0 else f'returned {rc}'}")
-    return _train_self_check(lib, rng)
+    return _train_self_check(lib, rng) or _norm_self_check(lib, rng)
 
 
 def _train_self_check(lib, rng) -> str | None:
@@ -517,8 +522,54 @@ def _train_self_check(lib, rng) -> str | None:
     return None
 
 
+def _norm_self_check(lib, rng) -> str | None:
+    """The residual add + LayerNorm on rows of 48 and 20 channels (whole vectors and a tail) against float64
+    maths, float32 and bfloat16, with and without the add (the sum itself exact: rounded once, as torch)."""
+    for rows, c in ((5, 48), (3, 20)):
+        x, y = (rng.standard_normal((rows, c)).astype(np.float32) * 3 + 1 for _ in range(2))
+        w, b = (rng.standard_normal(c).astype(np.float32) for _ in range(2))
+        for code, tol in ((0, 1e-5), (1, 2e-2)):
+            cast = (lambda a: a) if code == 0 else _bf16
+            back = (lambda a: a) if code == 0 else _from_bf16
+            xs, ys, ws, bs = (np.ascontiguousarray(cast(a)) for a in (x, y, w, b))
+            for add in (False, True):
+                s_ = np.zeros_like(xs)
+                out = np.zeros_like(xs)
+                rc = lib.swinlab_add_layer_norm(
+                    code, xs.ctypes.data, ys.ctypes.data if add else None, s_.ctypes.data if add else None,
+                    out.ctypes.data, ws.ctypes.data, bs.ctypes.data, rows, c, 1e-5, 1)
+                want_s = back(cast(back(xs) + back(ys))) if add else back(xs)
+                v = want_s.astype(np.float64)
+                want = ((v - v.mean(-1, keepdims=True)) / np.sqrt(v.var(-1, keepdims=True) + 1e-5)
+                        * back(ws).astype(np.float64) + back(bs).astype(np.float64))
+                err = float(np.abs(back(out) - want).max()) if rc == 0 else float("inf")
+                if (add and rc == 0 and not np.array_equal(back(s_), want_s)) or not err <= tol * float(
+                        np.abs(want).max()):
+                    dtype = "float32" if code == 0 else "bfloat16"
+                    what = f"max error {err:.3g}" if rc == 0 else f"returned {rc}"
+                    return (f"its LayerNorm self-check disagrees with float64 maths in {dtype} (c={c}, "
+                            f"add={add}): {what}")
+    return None
+
+
+def add_layer_norm(x: torch.Tensor, y: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor,
+                   eps: float) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """``s = x + y`` and ``LayerNorm(s)`` over the last axis in one pass (``y=None``: ``LayerNorm(x)``, no
+    ``s``), by the library (call :func:`available` first). Contiguous CPU tensors of one dtype, float32 or
+    bfloat16; no autograd (see :mod:`swinlab.kernels.norm`, which decides when this runs)."""
+    c = x.shape[-1]
+    s = None if y is None else torch.empty_like(x)
+    out = torch.empty_like(x)
+    _check(_KERNEL.lib.swinlab_add_layer_norm(
+        int(x.dtype == torch.bfloat16), x.data_ptr(), None if y is None else y.data_ptr(),
+        None if s is None else s.data_ptr(), out.data_ptr(), weight.data_ptr(), bias.data_ptr(),
+        x.numel() // c, c, eps, torch.get_num_threads()))
+    return s, out
+
+
 __all__ = [
     "DEVICES",
+    "add_layer_norm",
     "attend_windows",
     "auto_eligible",
     "available",

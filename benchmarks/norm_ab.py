@@ -1,0 +1,109 @@
+"""A/B of the native residual add + LayerNorm (:mod:`swinlab.kernels.norm`) in CPU inference.
+
+Per call: Swin-T's LayerNorm rows at batch 8 (stage 1-4 blocks and the patch mergings), torch's
+``x + y`` then ``F.layer_norm`` against the kernel's one pass, and the LayerNorm alone, medians of
+``--repeats``. Whole model: Swin-T at batch 8, 224², eager inference in each ``--precision``, the kernel on
+and off in turn for ``--rounds`` rounds (``--steps`` timed steps each, medians), the same process and
+weights. Nothing else should run on the machine meanwhile.
+
+    python benchmarks/norm_ab.py --out benchmarks/results/cpu_xeon_amx_native_layer_norm.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import swinlab
+from swinlab.analysis import benchmark as bm
+from swinlab.kernels import native
+from swinlab.kernels import norm as norm_kernels
+
+# Swin-T at batch 8, 224²: (rows, channels, calls per forward) of the blocks' norms and the mergings'
+SHAPES = [(25088, 96, 2), (6272, 192, 2), (1568, 384, 6), (392, 768, 2), (6272, 384, 1), (1568, 768, 1),
+          (392, 1536, 1)]
+
+
+def _median_ms(fn, repeats: int) -> float:
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def _shape(m: int, c: int, calls: int, g: torch.Generator, repeats: int) -> dict:
+    x, y = (torch.randn(m, c, generator=g).bfloat16() for _ in range(2))
+    w, b = torch.randn(c, generator=g).bfloat16(), torch.randn(c, generator=g).bfloat16()
+    row = {"rows": m, "channels": c, "calls_per_forward": calls, "dtype": "bfloat16",
+           "torch_add_ln_ms": _median_ms(lambda: F.layer_norm(x + y, (c,), w, b), repeats),
+           "native_add_ln_ms": _median_ms(lambda: native.add_layer_norm(x, y, w, b, 1e-5), repeats),
+           "torch_ln_ms": _median_ms(lambda: F.layer_norm(x, (c,), w, b), repeats),
+           "native_ln_ms": _median_ms(lambda: native.add_layer_norm(x, None, w, b, 1e-5), repeats)}
+    row["gb_per_s_native_ln"] = 2 * m * c * 2 / row["native_ln_ms"] / 1e6
+    return row
+
+
+def per_call(repeats: int) -> list[dict]:
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for m, c, calls in SHAPES:
+            rows.append(_shape(m, c, calls, g, repeats))
+            print(rows[-1], flush=True)
+    return rows
+
+
+def whole_model(precision: str, rounds: int, steps: int) -> dict:
+    step = bm.prepare(swinlab.create_model("swin_t"), batch_size=8, img_size=224, precision=precision,
+                      mode="infer")
+    kernel = norm_kernels._native
+    arms = {"native": [], "torch": []}
+    try:
+        for _ in range(rounds):
+            for arm in arms:
+                # the benchmark's switch: the module's rule, or "never" (torch's add and F.layer_norm)
+                norm_kernels._native = kernel if arm == "native" else (lambda *a: False)
+                arms[arm].append(_median_ms(step.fn, steps))
+    finally:
+        norm_kernels._native = kernel
+    out = {"model": "swin_t", "batch": 8, "img_size": 224, "precision": precision}
+    for arm, times in arms.items():
+        out[arm] = {"round_medians_ms": times, "median_ms": statistics.median(times)}
+    out["ratio_torch_over_native"] = out["torch"]["median_ms"] / out["native"]["median_ms"]
+    print(out, flush=True)
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--precision", nargs="+", default=["bf16-true"])
+    p.add_argument("--repeats", type=int, default=51)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if not native.available():
+        raise SystemExit(f"the native library is unavailable here: {native.unavailable_reason()}")
+    report = {"environment": bm.environment("cpu"), "command": "python benchmarks/norm_ab.py "
+              + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+              "per_call": per_call(args.repeats),
+              "whole_model": [whole_model(prec, args.rounds, args.steps) for prec in args.precision]}
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
