@@ -77,7 +77,7 @@ class PatchEmbed(nn.Module):
             if not static_zero(pad_h, pad_w):  # SymInt pads of a dynamic export: always pad (maybe by 0)
                 x = F.pad(x, (0, pad_w, 0, pad_h))
         x = self.proj(x).permute(0, 2, 3, 1)  # (B, H/P, W/P, C)
-        return self.norm(x)
+        return norm_kernels.layer_norm(x, self.norm)  # an nn.Identity without patch_norm
 
 
 class PatchMerging(nn.Module):

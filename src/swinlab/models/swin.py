@@ -249,7 +249,7 @@ class SwinTransformer(Classifier):
         x = self._embed(x, embed_hook)
         for i in range(len(self.stages)):
             x = self._stage(i, x)
-        return self.norm(x)
+        return norm_kernels.layer_norm(x, self.norm)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Tokens ``(B, H, W, C)`` → global average pool ``(B, C)`` → logits (unless ``pre_logits``)."""

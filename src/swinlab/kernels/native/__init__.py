@@ -203,6 +203,10 @@ def _bind(path: Path) -> tuple[ctypes.CDLL, int]:
     lib.swinlab_wa_train_row.argtypes = [i32, i32]
     lib.swinlab_add_layer_norm.restype = ctypes.c_int
     lib.swinlab_add_layer_norm.argtypes = [i32, vp, vp, vp, vp, vp, vp, i64, i32, f32, i32]
+    lib.swinlab_layer_norm_forward.restype = ctypes.c_int
+    lib.swinlab_layer_norm_forward.argtypes = [i32, vp, vp, vp, vp, vp, vp, i64, i32, f32, i32]
+    lib.swinlab_layer_norm_backward.restype = ctypes.c_int
+    lib.swinlab_layer_norm_backward.argtypes = [i32, vp, vp, vp, vp, vp, vp, vp, vp, i64, i32, i32]
     lib.swinlab_wa_capabilities.restype = ctypes.c_int
     lib.swinlab_wa_mxcsr.restype = ctypes.c_uint
     return lib, lib.swinlab_wa_capabilities()
@@ -549,6 +553,37 @@ def _norm_self_check(lib, rng) -> str | None:
                     what = f"max error {err:.3g}" if rc == 0 else f"returned {rc}"
                     return (f"its LayerNorm self-check disagrees with float64 maths in {dtype} (c={c}, "
                             f"add={add}): {what}")
+    return _norm_train_self_check(lib, rng)
+
+
+def _norm_train_self_check(lib, rng) -> str | None:
+    """The training LayerNorm in float32 (40 rows of 24 channels, one thread and two) against float64 maths:
+    the output, dx, dγ and dβ."""
+    rows, c = 40, 24
+    x, dy = (rng.standard_normal((rows, c)).astype(np.float32) for _ in range(2))
+    w, b = (rng.standard_normal(c).astype(np.float32) for _ in range(2))
+    xd, dyd, wd = x.astype(np.float64), dy.astype(np.float64), w.astype(np.float64)
+    xhat = (xd - xd.mean(-1, keepdims=True)) / np.sqrt(xd.var(-1, keepdims=True) + 1e-5)
+    g = dyd * wd
+    dx = (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True)) / np.sqrt(
+        xd.var(-1, keepdims=True) + 1e-5)
+    exact = {"output": xhat * wd + b, "dx": dx, "dweight": (dyd * xhat).sum(0), "dbias": dyd.sum(0)}
+    for threads in (1, 2):
+        got = {k: np.zeros_like(v, dtype=np.float32) for k, v in exact.items()}
+        mean, rstd = np.zeros(rows, np.float32), np.zeros(rows, np.float32)
+        rc = lib.swinlab_layer_norm_forward(0, x.ctypes.data, w.ctypes.data, b.ctypes.data,
+                                            got["output"].ctypes.data, mean.ctypes.data, rstd.ctypes.data,
+                                            rows, c, 1e-5, threads)
+        rc = rc or lib.swinlab_layer_norm_backward(
+            0, x.ctypes.data, w.ctypes.data, mean.ctypes.data, rstd.ctypes.data, dy.ctypes.data,
+            got["dx"].ctypes.data, got["dweight"].ctypes.data, got["dbias"].ctypes.data, rows, c, threads)
+        if rc != 0:
+            return f"its training LayerNorm's self-check returned {rc}"
+        for name, want in exact.items():
+            err = float(np.abs(got[name] - want).max())
+            if not err <= 1e-5 * max(1.0, float(np.abs(want).max())):
+                return (f"its training LayerNorm's self-check disagrees with float64 maths in {name} "
+                        f"({threads} thread{'s' if threads > 1 else ''}): max error {err:.3g}")
     return None
 
 
@@ -567,6 +602,33 @@ def add_layer_norm(x: torch.Tensor, y: torch.Tensor | None, weight: torch.Tensor
     return s, out
 
 
+def layer_norm_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                       eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training LayerNorm's forward: ``x`` float32 or bfloat16, ``weight`` and ``bias`` float32, contiguous
+    CPU tensors; ``(y, mean, rstd)``, ``y`` in ``x``'s dtype (as torch's mixed-type LayerNorm), the float32
+    mean and 1/std per row."""
+    c = x.shape[-1]
+    rows = x.numel() // c
+    y = torch.empty_like(x)
+    mean, rstd = (torch.empty(rows, dtype=torch.float32) for _ in range(2))
+    _check(_KERNEL.lib.swinlab_layer_norm_forward(
+        int(x.dtype == torch.bfloat16), x.data_ptr(), weight.data_ptr(), bias.data_ptr(), y.data_ptr(),
+        mean.data_ptr(), rstd.data_ptr(), rows, c, eps, torch.get_num_threads()))
+    return y, mean, rstd
+
+
+def layer_norm_backward(x, weight, mean, rstd, dy) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training LayerNorm's backward from :func:`layer_norm_forward`'s ``mean`` and ``rstd``, ``dy``
+    contiguous in ``x``'s dtype: ``(dx, dweight, dbias)``, ``dx`` in ``x``'s dtype, the others float32."""
+    c = x.shape[-1]
+    dx = torch.empty_like(x)
+    dw, db = weight.new_empty(c), weight.new_empty(c)
+    _check(_KERNEL.lib.swinlab_layer_norm_backward(
+        int(x.dtype == torch.bfloat16), x.data_ptr(), weight.data_ptr(), mean.data_ptr(), rstd.data_ptr(),
+        dy.data_ptr(), dx.data_ptr(), dw.data_ptr(), db.data_ptr(), x.numel() // c, c,
+        torch.get_num_threads()))
+    return dx, dw, db
+
 __all__ = [
     "DEVICES",
     "add_layer_norm",
@@ -575,6 +637,8 @@ __all__ = [
     "available",
     "build",
     "kernel_bias",
+    "layer_norm_backward",
+    "layer_norm_forward",
     "native_window_attention",
     "supports",
     "train_attend_windows",

@@ -1475,3 +1475,100 @@ int swinlab_add_layer_norm(int dtype, const void *x, const void *y, void *s, voi
     }
     return 0;
 }
+
+/* LayerNorm for training: x, y, dy and dx float32, or bfloat16 (dtype 1) with float32 w, b (torch's mixed-type
+ * LayerNorm: CPU autocast leaves LayerNorm in its input's dtype), every sum in float32. The forward keeps
+ * each row's mean and 1/std; the backward gives
+ *   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  g = dy * w,  xhat = (x - mean) * rstd,
+ *   dw = sum over rows of dy * xhat,  db = sum over rows of dy
+ * (dw, db summed per thread, then across the threads in a fixed order: the result does not depend on the
+ * schedule's timing). x, y, dy, dx (rows, c); w, b, dw, db (c); mean, rstd (rows). */
+int swinlab_layer_norm_forward(int dtype, const void *x, const float *w, const float *b, void *y, float *mean,
+                               float *rstd, int64_t rows, int c, float eps, int nthreads) {
+    if (c < 1 || c > LN_MAXC || rows < 0 || (dtype != 0 && dtype != 1)) return 1;
+    const int nv = (c + 15) / 16;
+#pragma omp parallel num_threads(nthreads)
+    {
+        v16 wv[LN_MAXC / 16], bv[LN_MAXC / 16], r[LN_MAXC / 16];
+        for (int v = 0; v < nv; v++) {
+            wv[v] = load_part(w + 16 * v, c - 16 * v);
+            bv[v] = load_part(b + 16 * v, c - 16 * v);
+        }
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < rows; i++) {
+            v16 acc = (v16){0};
+            for (int v = 0; v < nv; v++) acc += (r[v] = ln_load(x, i * c + 16 * v, c - 16 * v, dtype));
+            const float mu = vsum(acc) / (float)c;
+            v16 sq = (v16){0};
+            for (int v = 0; v < nv; v++) {
+                r[v] -= mu;
+                if (c - 16 * v < 16)
+                    for (int e = c - 16 * v; e < 16; e++) r[v][e] = 0.0f;
+                sq += r[v] * r[v];
+            }
+            const float rs = 1.0f / sqrtf(vsum(sq) / (float)c + eps);
+            mean[i] = mu;
+            rstd[i] = rs;
+            for (int v = 0; v < nv; v++) ln_store(y, i * c + 16 * v, c - 16 * v, dtype, r[v] * rs * wv[v] + bv[v]);
+        }
+    }
+    return 0;
+}
+
+int swinlab_layer_norm_backward(int dtype, const void *x, const float *w, const float *mean, const float *rstd,
+                                const void *dy, void *dx, float *dw, float *db, int64_t rows, int c,
+                                int nthreads) {
+    if (c < 1 || c > LN_MAXC || rows < 0 || nthreads < 1 || (dtype != 0 && dtype != 1)) return 1;
+    const int nv = (c + 15) / 16;
+    float *part = calloc((size_t)nthreads * 2 * nv * 16, sizeof(float)); /* per thread: dw, db */
+    if (part == NULL) return 2;
+#pragma omp parallel num_threads(nthreads)
+    {
+#if defined(_OPENMP)
+        const int tid = omp_get_thread_num();
+#else
+        const int tid = 0;
+#endif
+        v16 wv[LN_MAXC / 16], xh[LN_MAXC / 16], g[LN_MAXC / 16], dwv[LN_MAXC / 16], dbv[LN_MAXC / 16];
+        for (int v = 0; v < nv; v++) {
+            wv[v] = load_part(w + 16 * v, c - 16 * v);
+            dwv[v] = dbv[v] = (v16){0};
+        }
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < rows; i++) {
+            const float mu = mean[i], rs = rstd[i];
+            v16 sg = (v16){0}, sgx = (v16){0};
+            for (int v = 0; v < nv; v++) {
+                const int cnt = c - 16 * v;
+                const v16 d = ln_load(dy, i * c + 16 * v, cnt, dtype);
+                xh[v] = (ln_load(x, i * c + 16 * v, cnt, dtype) - mu) * rs;
+                if (cnt < 16)
+                    for (int e = cnt; e < 16; e++) xh[v][e] = 0.0f;
+                g[v] = d * wv[v]; /* zero past c: d is */
+                sg += g[v];
+                sgx += g[v] * xh[v];
+                dwv[v] += d * xh[v];
+                dbv[v] += d;
+            }
+            const float mg = vsum(sg) / (float)c, mgx = vsum(sgx) / (float)c;
+            for (int v = 0; v < nv; v++)
+                ln_store(dx, i * c + 16 * v, c - 16 * v, dtype, (g[v] - mg - xh[v] * mgx) * rs);
+        }
+        float *mine = part + (size_t)tid * 2 * nv * 16;
+        for (int v = 0; v < nv; v++) {
+            *(v16u *)(mine + 16 * v) = dwv[v];
+            *(v16u *)(mine + 16 * (nv + v)) = dbv[v];
+        }
+    }
+    for (int k = 0; k < c; k++) {
+        float sw = 0.0f, sb = 0.0f;
+        for (int t = 0; t < nthreads; t++) {
+            sw += part[(size_t)t * 2 * nv * 16 + k];
+            sb += part[(size_t)t * 2 * nv * 16 + 16 * nv + k];
+        }
+        if (dw != NULL) dw[k] = sw;
+        if (db != NULL) db[k] = sb;
+    }
+    free(part);
+    return 0;
+}
