@@ -199,13 +199,14 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    report = {"environment": bm.environment(args.device), "settings": vars(args)}
+    report = {"environment": None, "settings": vars(args)}
     if args.scaling:
         report["scaling"] = scaling(args)
         stem = args.name or f"{args.device}_scaling_{tag}"
     else:
         report["results"], report["fastest"] = compare(args)
         stem = args.name or f"{args.device}_swin_t_b{args.batch_size}_{args.img_size}_{tag}"
+    report["environment"] = bm.environment(args.device)  # after the steps: the state they ran in (malloc)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / f"{stem}.json", report)

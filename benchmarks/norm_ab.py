@@ -1,10 +1,12 @@
-"""A/B of the native residual add + LayerNorm (:mod:`swinlab.kernels.norm`) in CPU inference.
+"""A/B of the native LayerNorm kernels (:mod:`swinlab.kernels.norm`): CPU inference and training.
 
 Per call: Swin-T's LayerNorm rows at batch 8 (stage 1-4 blocks and the patch mergings), torch's
 ``x + y`` then ``F.layer_norm`` against the kernel's one pass, and the LayerNorm alone, medians of
-``--repeats``. Whole model: Swin-T at batch 8, 224², eager inference in each ``--precision``, the kernel on
-and off in turn for ``--rounds`` rounds (``--steps`` timed steps each, medians), the same process and
-weights. Nothing else should run on the machine meanwhile.
+``--repeats``. Whole models, the kernels on and off in turn for ``--rounds`` rounds (``--steps`` timed steps
+each, medians), the same process and weights: Swin-T at batch 8, 224², eager inference in each
+``--precision``; bf16-mixed training steps (forward, cross-entropy, backward, fused AdamW) of
+``swin_micro_28`` and the fashion-mnist recipe's model at batch 128 and Swin-T at batch 8. Nothing else
+should run on the machine meanwhile.
 
     python benchmarks/norm_ab.py --out benchmarks/results/cpu_xeon_amx_native_layer_norm.json
 """
@@ -63,22 +65,33 @@ def per_call(repeats: int) -> list[dict]:
     return rows
 
 
-def whole_model(precision: str, rounds: int, steps: int) -> dict:
-    step = bm.prepare(swinlab.create_model("swin_t"), batch_size=8, img_size=224, precision=precision,
-                      mode="infer")
-    kernel = norm_kernels._native
+# label: (model, overrides, batch, image side)
+TRAIN_MODELS = {
+    "swin_micro_28 b128": ("swin_micro_28", {}, 128, 28),
+    "fashion-mnist recipe model b128": ("swin_demo_28", {"embed_dim": 64, "depths": [2, 4, 2],
+                                                         "drop_path_rate": 0.1}, 128, 28),
+    "swin_t b8 224": ("swin_t", {}, 8, 224),
+}
+
+
+def whole_model(label: str, name: str, overrides: dict, batch: int, size: int, precision: str, mode: str,
+                rounds: int, steps: int) -> dict:
+    step = bm.prepare(swinlab.create_model(name, **overrides), batch_size=batch, img_size=size,
+                      precision=precision, mode=mode)
+    route = norm_kernels._route
     arms = {"native": [], "torch": []}
     try:
         for _ in range(rounds):
             for arm in arms:
-                # the benchmark's switch: the module's rule, or "never" (torch's add and F.layer_norm)
-                norm_kernels._native = kernel if arm == "native" else (lambda *a: False)
+                # the benchmark's switch: the module's rule, or always torch's add and nn.LayerNorm
+                norm_kernels._route = route if arm == "native" else (lambda *a: "torch")
                 arms[arm].append(_median_ms(step.fn, steps))
     finally:
-        norm_kernels._native = kernel
-    out = {"model": "swin_t", "batch": 8, "img_size": 224, "precision": precision}
+        norm_kernels._route = route
+    out = {"model": label, "mode": mode, "batch": batch, "img_size": size, "precision": precision}
     for arm, times in arms.items():
-        out[arm] = {"round_medians_ms": times, "median_ms": statistics.median(times)}
+        out[arm] = {"round_medians_ms": times, "median_ms": statistics.median(times),
+                    "images_per_s": batch / statistics.median(times) * 1e3}
     out["ratio_torch_over_native"] = out["torch"]["median_ms"] / out["native"]["median_ms"]
     print(out, flush=True)
     return out
@@ -96,10 +109,14 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     if not native.available():
         raise SystemExit(f"the native library is unavailable here: {native.unavailable_reason()}")
-    report = {"environment": bm.environment("cpu"), "command": "python benchmarks/norm_ab.py "
+    report = {"environment": None, "command": "python benchmarks/norm_ab.py "
               + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
               "per_call": per_call(args.repeats),
-              "whole_model": [whole_model(prec, args.rounds, args.steps) for prec in args.precision]}
+              "inference": [whole_model("swin_t b8 224", "swin_t", {}, 8, 224, prec, "infer", args.rounds,
+                                        args.steps) for prec in args.precision],
+              "training": [whole_model(label, *spec, "bf16-mixed", "train", args.rounds, args.steps)
+                           for label, spec in TRAIN_MODELS.items()]}
+    report["environment"] = bm.environment("cpu")  # after the steps: the state they ran in (malloc)
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
     return report

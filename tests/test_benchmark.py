@@ -95,7 +95,8 @@ def test_environment_names_machine_versions_and_date(monkeypatch):
     assert env["date_utc"][:2] == "20"
 
 
-def test_cli_bench_writes_json_with_every_combination(tmp_path, capsys):
+def test_cli_bench_writes_json_with_every_combination(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(allocator, "_state", None)  # as in a fresh process: the run tunes malloc
     path = tmp_path / "bench.json"
     assert main(["bench", "swin_pico", "--batch-size", "2", "--img-size", "32", "--warmup", "1",
                  "--repeats", "2", "--backend", "reference", "sdpa", "--linear-backend", "auto", "torch",
@@ -107,6 +108,7 @@ def test_cli_bench_writes_json_with_every_combination(tmp_path, capsys):
     assert names == ["swin_pico[reference, linear=auto]", "swin_pico[reference, linear=torch]",
                      "swin_pico[sdpa, linear=auto]", "swin_pico[sdpa, linear=torch]"]
     assert report["environment"]["versions"]["torch"] == torch.__version__
+    assert report["environment"]["machine"]["malloc"] == allocator.state() != "default: not tuned"  # as run
 
 
 def test_cli_bench_rejects_bad_input(capsys):

@@ -84,16 +84,17 @@ def run(args: argparse.Namespace) -> int:
         timing["precision"] = precs[0]  # one configuration: the labels stay the model names
     else:
         models = bm.configurations(models, precisions=precs, compile_modes=compile_modes)
-    env = bm.environment(args.device)
-    report = {"environment": env, "settings": settings(args)}
+    report = {"environment": None, "settings": settings(args)}
     if args.scaling:
         report["scaling"] = [row for mode in args.mode
                              for row in bm.scaling(models, args.scaling, mode=mode, warmup=args.warmup,
                                                    repeats=args.repeats, **timing)]
+        report["environment"] = bm.environment(args.device)  # after the steps: the state they ran in (malloc)
         print(bm.format_scaling(report["scaling"]))
     else:
         report["results"] = bm.compare(models, img_size=size, modes=args.mode, warmup=args.warmup,
                                        repeats=args.repeats, **timing)
+        env = report["environment"] = bm.environment(args.device)  # after the steps: the state they ran in
         for mode, results in report["results"].items():
             print(bm.format_results(mode, results, env))
             if len(results) > 1:
