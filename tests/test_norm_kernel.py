@@ -137,12 +137,12 @@ def trained(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape", [*SHAPES[:4], (2048, 96)], ids=str)
-def test_training_layer_norm_matches_float64(shape, dtype, trained):
+def test_training_layer_norm_matches_float64(shape, trained):
     """Output and dx against float64 maths on the same (rounded) input; dγ, dβ summed in float32 over every
     row (torch's own CPU backward for a bf16 input is far less exact there, so it is not the yardstick)."""
     g = torch.Generator().manual_seed(2)
+    dtype = torch.bfloat16  # bf16-mixed's LayerNorm: bf16 input, float32 parameters
     norm = _norm(shape[-1], torch.float32)
     x = torch.randn(shape, generator=g).to(dtype).requires_grad_()
     dy = torch.randn(shape, generator=g).to(dtype)
@@ -154,14 +154,16 @@ def test_training_layer_norm_matches_float64(shape, dtype, trained):
     xd = x.detach().double().requires_grad_()
     want = exact(xd)
     want.backward(dy.double())
-    tol = 1e-5 if dtype == torch.float32 else 2 ** -8
+    tol = 2**-8
     for got, ref in ((out, want), (x.grad, xd.grad)):
         torch.testing.assert_close(got.double(), ref.detach(), rtol=tol, atol=tol * ref.abs().max().item())
     for got, ref in ((norm.weight.grad, exact.weight.grad), (norm.bias.grad, exact.bias.grad)):
         torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item() + 1e-6)
 
 
-def test_training_swin_gradients_match_torchs_in_float32(trained, monkeypatch):
+def test_training_swin_gradients_match_torchs_under_bf16_autocast(trained, monkeypatch):
+    """bf16-mixed training: every gradient but the norms' own (torch's dγ, dβ sum in lower precision for a
+    bf16 input: see test_training_layer_norm_matches_float64) as torch's to bf16 rounding."""
     torch.manual_seed(0)
     model = swinlab.create_model("swin_pico", num_classes=10)
     x = torch.randn(2, 3, 32, 32)
@@ -170,12 +172,22 @@ def test_training_swin_gradients_match_torchs_in_float32(trained, monkeypatch):
         if arm == "torch":
             monkeypatch.setattr(norm_kernels, "_route", lambda *a: "torch")
         model.zero_grad(set_to_none=True)
-        model(x).square().sum().backward()
+        with torch.autocast("cpu", torch.bfloat16):
+            loss = model(x).float().square().sum()
+        loss.backward()
         grads[arm] = {n: p.grad.clone() for n, p in model.named_parameters()}
     assert trained  # the first arm ran the kernels
     for n, g in grads["torch"].items():
-        torch.testing.assert_close(grads["native"][n], g, rtol=1e-4, atol=1e-5 * g.abs().max().item() + 1e-8,
-                                   msg=n)
+        if "norm" not in n:
+            torch.testing.assert_close(grads["native"][n], g, rtol=0.05, atol=0.05 * g.abs().max().item() + 1e-6,
+                                       msg=n)
+
+
+def test_float32_training_runs_torchs_layer_norm(trained):
+    norm = _norm(32, torch.float32)
+    x = torch.randn(4, 32, requires_grad=True)
+    out = norm_kernels.layer_norm(x, norm)
+    assert not trained and torch.equal(out, norm(x)) and out.grad_fn is not None
 
 
 @pytest.mark.parametrize("name", ["swin_pico", "swin_micro_28"])

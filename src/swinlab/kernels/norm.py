@@ -11,20 +11,21 @@ Where the native library (:mod:`swinlab.kernels.native`) built and the CPU has A
 * **inference, bfloat16 weights** (bf16-true): one pass over ``x`` and ``y``, a row held in registers,
   its mean and (biased) variance in float32 from the rounded sum; ``s`` is bitwise torch's ``x + y``,
   ``LN(s)`` equal to torch's to float32 rounding (the same bf16 value but for rare last-bit ties). On a
-  2-core Xeon with AMX, Swin-T's stage-1 rows (25,088 × 96 bf16): 0.98 ms by torch, 0.38 ms here; add
-  and norm 1.35 against 0.65 ms; the bf16-true Swin-T forward at batch 8, 99.0 → 93.4 ms. In float32
+  2-core Xeon with AMX, Swin-T's stage-1 rows (25,088 × 96 bf16): 0.99 ms by torch, 0.44 ms here; add
+  and norm 1.40 against 0.71 ms; the bf16-true Swin-T forward at batch 8, 101.2 → 95.1 ms. In float32
   inference the kernel measured no faster in the whole model (306.4 against 309.8 ms): torch's there.
-* **training, float32 parameters**, input float32 or bfloat16 (CPU autocast leaves LayerNorm in its
-  input's dtype: torch's mixed-type kernel): one autograd node, the forward keeping each row's float32
+* **training, a bfloat16 input with float32 parameters** (bf16-mixed: CPU autocast leaves LayerNorm in
+  its input's dtype, torch's mixed-type kernel): one autograd node, the forward keeping each row's float32
   mean and 1/std, the backward giving dx in the input's dtype and float32 dγ, dβ. Both sum in float32,
   so dγ and dβ of a bf16 input are near float64's where torch's CPU backward is not (on 25,088 random
   rows of 96, torch 2.14's dγ was off by 13% of its largest value, this kernel's by 2e-6). bf16-mixed
-  steps: swin_micro_28 at batch 128 245.8 → 232.0 ms, Swin-T at batch 8 498.7 → 478.4 ms
-  (``benchmarks/results/README.md``).
+  steps: swin_micro_28 at batch 128 242.2 → 226.1 ms, Swin-T at batch 8 485.7 → 465.4 ms
+  (``benchmarks/results/README.md``). In float32 training the kernels measured slower in the whole step
+  (swin_micro_28: 455.1 against 442.1 ms): torch's there (the library's float32 path is checked at load).
 
 torch's own ``x + y`` and the module run everywhere else: ``torch.compile`` (inductor fuses these
 itself), an export or trace, tensor subclasses and dispatch modes, other devices and dtypes, float32
-inference, bf16 training parameters, a LayerNorm without both affine parameters, more than
+inference and training, bf16 training parameters, a LayerNorm without both affine parameters, more than
 ``MAX_CHANNELS`` channels, and a norm that is not a plain ``nn.LayerNorm`` without hooks (a replaced or
 hooked module is always called as a module, as :class:`~swinlab.layers.Mlp` treats its ``fc1``; an
 ``nn.Identity`` passed as the norm is just called).
@@ -58,7 +59,8 @@ def _route(x: torch.Tensor, y: torch.Tensor | None, norm: nn.Module) -> str:
         return "torch"
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or b.requires_grad
                                     or (y is not None and y.requires_grad)):
-        return "train" if w.dtype == torch.float32 and y is None and native.train_eligible() else "torch"
+        train = x.dtype == torch.bfloat16 and w.dtype == torch.float32 and y is None  # bf16-mixed's LayerNorm
+        return "train" if train and native.train_eligible() else "torch"
     return "inference" if x.dtype == w.dtype == torch.bfloat16 and native.auto_eligible() else "torch"
 
 
