@@ -1440,6 +1440,21 @@ static inline v16 ln_store(void *dst, int64_t at, int cnt, int dtype, v16 x) {
     return bf16x16_to_f32(b);
 }
 
+/* Centre the row r (nv vectors, c channels, zeros past c) on its mean, given acc = the sum of its vectors, and
+ * zero its tail again ((0 - mean) is not 0): returns 1 / sqrt(biased variance + eps), the mean in *mean. */
+static inline float center_row(v16 *r, v16 acc, int nv, int c, float eps, float *mean) {
+    const float mu = vsum(acc) / (float)c;
+    v16 sq = (v16){0};
+    for (int v = 0; v < nv; v++) {
+        r[v] -= mu;
+        if (c - 16 * v < 16)
+            for (int e = c - 16 * v; e < 16; e++) r[v][e] = 0.0f;
+        sq += r[v] * r[v];
+    }
+    *mean = mu;
+    return 1.0f / sqrtf(vsum(sq) / (float)c + eps);
+}
+
 int swinlab_add_layer_norm(int dtype, const void *x, const void *y, void *s, void *out, const void *w,
                            const void *b, int64_t rows, int c, float eps, int nthreads) {
     if (c < 1 || c > LN_MAXC || rows < 0 || (dtype != 0 && dtype != 1) || (y != NULL && s == NULL)) return 1;
@@ -1461,15 +1476,8 @@ int swinlab_add_layer_norm(int dtype, const void *x, const void *y, void *s, voi
                 if (y != NULL) r[v] = ln_store(s, at + 16 * v, cnt, dtype, r[v] + ln_load(y, at + 16 * v, cnt, dtype));
                 acc += r[v]; /* the tail's zeros add nothing */
             }
-            const float mean = vsum(acc) / (float)c;
-            v16 sq = (v16){0};
-            for (int v = 0; v < nv; v++) {
-                r[v] -= mean;
-                if (c - 16 * v < 16)
-                    for (int e = c - 16 * v; e < 16; e++) r[v][e] = 0.0f; /* the tail: (0 - mean) is not 0 */
-                sq += r[v] * r[v];
-            }
-            const float rstd = 1.0f / sqrtf(vsum(sq) / (float)c + eps);
+            float mean;
+            const float rstd = center_row(r, acc, nv, c, eps, &mean);
             for (int v = 0; v < nv; v++) ln_store(out, at + 16 * v, c - 16 * v, dtype, r[v] * rstd * wv[v] + bv[v]);
         }
     }
@@ -1498,17 +1506,7 @@ int swinlab_layer_norm_forward(int dtype, const void *x, const float *w, const f
         for (int64_t i = 0; i < rows; i++) {
             v16 acc = (v16){0};
             for (int v = 0; v < nv; v++) acc += (r[v] = ln_load(x, i * c + 16 * v, c - 16 * v, dtype));
-            const float mu = vsum(acc) / (float)c;
-            v16 sq = (v16){0};
-            for (int v = 0; v < nv; v++) {
-                r[v] -= mu;
-                if (c - 16 * v < 16)
-                    for (int e = c - 16 * v; e < 16; e++) r[v][e] = 0.0f;
-                sq += r[v] * r[v];
-            }
-            const float rs = 1.0f / sqrtf(vsum(sq) / (float)c + eps);
-            mean[i] = mu;
-            rstd[i] = rs;
+            const float rs = rstd[i] = center_row(r, acc, nv, c, eps, &mean[i]);
             for (int v = 0; v < nv; v++) ln_store(y, i * c + 16 * v, c - 16 * v, dtype, r[v] * rs * wv[v] + bv[v]);
         }
     }
