@@ -56,11 +56,13 @@ def _untuned_steps(mode: str, tries: int = 5, **env) -> dict:
 @glibc
 def test_tuned_steps_reuse_their_memory():
     # 64 MiB freed per step: by default glibc returns it and faults 16,384 pages in again every step
-    default, tuned = _untuned_steps("default"), _steps("tune")
+    default = _untuned_steps("default")
     assert default["state"] == "default: not tuned"
-    assert tuned["state"] == "glibc: mmap threshold 32 MiB, trim threshold 2 GiB"
     assert default["faults"] > 6 * 8000, default
-    assert tuned["faults"] < 6 * 500, tuned
+    # every tuned process reuses its memory; one alone would pass without the setting in ~1 run in 5 (above)
+    for tuned in (_steps("tune") for _ in range(4)):
+        assert tuned["state"] == "glibc: mmap threshold 32 MiB, trim threshold 2 GiB"
+        assert tuned["faults"] < 6 * 500, tuned
 
 
 @glibc
