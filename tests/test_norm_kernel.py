@@ -200,7 +200,7 @@ def test_swin_logits_are_the_same_either_way(name, ran, monkeypatch):
         assert ran
         monkeypatch.setattr(norm_kernels, "_route", lambda *a: "torch")
         plain = model(x).float()
-    # the two differ at most by rare last-bit ties of single norms (measured: bitwise equal logits for both models)
+    # they differ at most by rare last-bit ties of single norms (measured: bitwise equal logits, both models)
     torch.testing.assert_close(fast, plain, rtol=0.01, atol=0.01 * plain.abs().max().item())
     assert (fast.argmax(-1) == plain.argmax(-1)).float().mean() >= 0.75
 
