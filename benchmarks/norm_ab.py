@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 import swinlab
 from swinlab.analysis import benchmark as bm
-from swinlab.kernels import native
+from swinlab.kernels import allocator, native
 from swinlab.kernels import norm as norm_kernels
 
 # Swin-T at batch 8, 224²: (rows, channels, calls per forward) of the blocks' norms and the mergings'
@@ -74,27 +74,47 @@ TRAIN_MODELS = {
 }
 
 
-def whole_model(label: str, name: str, overrides: dict, batch: int, size: int, precision: str, mode: str,
-                rounds: int, steps: int) -> dict:
-    step = bm.prepare(swinlab.create_model(name, **overrides), batch_size=batch, img_size=size,
-                      precision=precision, mode=mode)
-    route = norm_kernels._route
+def alternate(step, module, off, rounds: int, steps: int) -> dict[str, list[float]]:
+    """``step`` timed with ``module._route`` as it is (``"native"``) and replaced by ``off`` (``"torch"``) in
+    turn for ``rounds`` rounds: each round's median of ``steps`` steps per arm."""
+    route = module._route
     arms = {"native": [], "torch": []}
     try:
         for _ in range(rounds):
             for arm in arms:
-                # the benchmark's switch: the module's rule, or always torch's add and nn.LayerNorm
-                norm_kernels._route = route if arm == "native" else (lambda *a: "torch")
-                arms[arm].append(_median_ms(step.fn, steps))
+                module._route = route if arm == "native" else off
+                arms[arm].append(_median_ms(step, steps))
     finally:
-        norm_kernels._route = route
-    out = {"model": label, "mode": mode, "batch": batch, "img_size": size, "precision": precision}
+        module._route = route
+    return arms
+
+
+def summary(arms: dict[str, list[float]], batch: int, **fields) -> dict:
+    out = dict(fields, batch=batch)
     for arm, times in arms.items():
         out[arm] = {"round_medians_ms": times, "median_ms": statistics.median(times),
                     "images_per_s": batch / statistics.median(times) * 1e3}
     out["ratio_torch_over_native"] = out["torch"]["median_ms"] / out["native"]["median_ms"]
     print(out, flush=True)
     return out
+
+
+def finish(report: dict, out: Path | None) -> dict:
+    """The report with the environment the steps ran in (read after them: malloc's state), written to
+    ``out`` as JSON."""
+    report["environment"] = bm.environment("cpu")
+    if out:
+        out.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def whole_model(label: str, name: str, overrides: dict, batch: int, size: int, precision: str, mode: str,
+                rounds: int, steps: int) -> dict:
+    step = bm.prepare(swinlab.create_model(name, **overrides), batch_size=batch, img_size=size,
+                      precision=precision, mode=mode)
+    # the benchmark's switch: the module's rule, or always torch's add and nn.LayerNorm
+    arms = alternate(step.fn, norm_kernels, lambda *a: "torch", rounds, steps)
+    return summary(arms, batch, model=label, mode=mode, img_size=size, precision=precision)
 
 
 def main(argv=None) -> dict:
@@ -107,6 +127,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    allocator.tune()  # as bm.prepare does for the whole steps: per-call outputs reuse memory
     if not native.available():
         raise SystemExit(f"the native library is unavailable here: {native.unavailable_reason()}")
     report = {"environment": None, "command": "python benchmarks/norm_ab.py "
@@ -116,10 +137,7 @@ def main(argv=None) -> dict:
                                         args.steps) for prec in args.precision],
               "training": [whole_model(label, *spec, "bf16-mixed", "train", args.rounds, args.steps)
                            for label, spec in TRAIN_MODELS.items()]}
-    report["environment"] = bm.environment("cpu")  # after the steps: the state they ran in (malloc)
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
-    return report
+    return finish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,37 @@ def assert_same_training_gradients(fast: torch.nn.Module, ref: torch.nn.Module, 
         torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def swin_pico_grads_under_bf16_autocast(monkeypatch, module, off) -> dict[str, dict[str, torch.Tensor]]:
+    """swin_pico's parameter gradients of ``sum(logits²)`` under CPU bf16 autocast, same weights and input:
+    ``"native"`` with ``module._route`` as it is, then ``"torch"`` with it replaced by ``off``."""
+    import swinlab
+
+    torch.manual_seed(0)
+    model = swinlab.create_model("swin_pico", num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    grads = {}
+    for arm in ("native", "torch"):
+        if arm == "torch":
+            monkeypatch.setattr(module, "_route", off)
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", torch.bfloat16):
+            loss = model(x).float().square().sum()
+        loss.backward()
+        grads[arm] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    return grads
+
+
+def avx512_kernel_skip_reason() -> str | None:
+    """Why the native library's AVX-512 kernels (LayerNorm, GELU) cannot run here, or ``None``."""
+    from swinlab.kernels import native
+
+    try:
+        native.compiler()
+    except native.BuildError as e:
+        return f"no C compiler: {e}"
+    return None if "avx512f" in native._cpu_flags().split() else "the kernel runs on AVX-512 CPUs only"
+
+
 class BrokenLibrary:
     """The real native library, but one of its functions returns success and leaves its outputs untouched
     (a self-check must catch it)."""

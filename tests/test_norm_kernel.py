@@ -16,22 +16,14 @@ import torch
 from torch import nn
 
 import swinlab
-from conftest import BrokenLibrary
+from conftest import BrokenLibrary, avx512_kernel_skip_reason, swin_pico_grads_under_bf16_autocast
 from swinlab.kernels import native
 from swinlab.kernels import norm as norm_kernels
 
-
-def _skip_reason() -> str | None:
-    try:
-        native.compiler()
-    except native.BuildError as e:
-        return f"no C compiler: {e}"
-    return None if "avx512f" in native._cpu_flags().split() else "the kernel runs on AVX-512 CPUs only"
-
-
 # A kernel that does not build, or fails its self-check, where a compiler and AVX-512 exist is a failure
 # (the `ran` fixture sees no call), not a skip.
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
+pytestmark = pytest.mark.skipif(avx512_kernel_skip_reason() is not None,
+                                reason=str(avx512_kernel_skip_reason()))
 
 SHAPES = [(4, 7, 96), (3, 768), (5, 20), (2, 1), (1, 9, 4096)]  # whole vectors, tails, one channel, the limit
 
@@ -164,18 +156,7 @@ def test_training_layer_norm_matches_float64(shape, trained):
 def test_training_swin_gradients_match_torchs_under_bf16_autocast(trained, monkeypatch):
     """bf16-mixed training: every gradient but the norms' own (torch's dγ, dβ sum in lower precision for a
     bf16 input: see test_training_layer_norm_matches_float64) as torch's to bf16 rounding."""
-    torch.manual_seed(0)
-    model = swinlab.create_model("swin_pico", num_classes=10)
-    x = torch.randn(2, 3, 32, 32)
-    grads = {}
-    for arm in ("native", "torch"):
-        if arm == "torch":
-            monkeypatch.setattr(norm_kernels, "_route", lambda *a: "torch")
-        model.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", torch.bfloat16):
-            loss = model(x).float().square().sum()
-        loss.backward()
-        grads[arm] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    grads = swin_pico_grads_under_bf16_autocast(monkeypatch, norm_kernels, lambda *a: "torch")
     assert trained  # the first arm ran the kernels
     for n, g in grads["torch"].items():
         if "norm" not in n:

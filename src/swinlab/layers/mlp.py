@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..kernels.linear import linear_gelu
+from ..kernels.gelu import linear_gelu
 from .linear import Linear
 
 
@@ -15,8 +15,10 @@ class Mlp(nn.Module):
     With the default exact GELU, ``fc1`` and the activation run as one oneDNN GEMM with the GELU
     applied to its output tile (inference on x86 CPUs in float32: see
     :func:`swinlab.kernels.linear.linear_gelu`), which saves a read and a write of the 4C-wide hidden
-    tensor. The fusion is taken only while ``fc1`` is this package's :class:`Linear` with no hooks, so a
-    layer wrapped or replaced (LoRA, quantization, a forward hook) is always called as a module.
+    tensor. In bf16-mixed training on AVX-512 CPUs the bias and the GELU run in the native library instead,
+    keeping GELU's derivative for the backward (:mod:`swinlab.kernels.gelu`). Either fusion is taken only
+    while ``fc1`` is this package's :class:`Linear` with no hooks, so a layer wrapped or replaced (LoRA,
+    quantization, a forward hook) is always called as a module.
     """
 
     def __init__(self, *, in_features: int, hidden_features: int, out_features: int | None = None,

@@ -34,8 +34,10 @@ adds, the softmax and their backwards): on the 2-core Xeon, 1.3-2.2× faster per
 ``benchmarks/results/cpu_native_attention_training.json``. Under ``torch.compile`` or an export the
 training call runs ``"reference"``.
 
-The same library holds the residual add + LayerNorm of CPU inference (``swinlab_add_layer_norm``,
-:func:`add_layer_norm`; when it runs: :mod:`swinlab.kernels.norm`), checked at load against float64 maths too.
+The same library holds the residual add + LayerNorm of CPU inference and training's LayerNorm
+(``swinlab_add_layer_norm``, ``swinlab_layer_norm_forward/backward``; when they run:
+:mod:`swinlab.kernels.norm`) and training's bias + GELU (``swinlab_bias_gelu_forward``,
+``swinlab_gelu_backward``: :mod:`swinlab.kernels.gelu`), each checked at load against float64 maths too.
 
 Shapes it does not take (more than 256 tokens per window, more than 128 channels per head, logits
 without ``QKᵀ``), other dtypes than float32 and bfloat16, and other devices run ``"sdpa"`` silently
@@ -52,6 +54,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import platform
 import shlex
@@ -207,6 +210,10 @@ def _bind(path: Path) -> tuple[ctypes.CDLL, int]:
     lib.swinlab_layer_norm_forward.argtypes = [i32, vp, vp, vp, vp, vp, vp, i64, i32, f32, i32]
     lib.swinlab_layer_norm_backward.restype = ctypes.c_int
     lib.swinlab_layer_norm_backward.argtypes = [i32, vp, vp, vp, vp, vp, vp, vp, vp, i64, i32, i32]
+    lib.swinlab_bias_gelu_forward.restype = ctypes.c_int
+    lib.swinlab_bias_gelu_forward.argtypes = [vp, vp, vp, vp, i64, i32, i32]
+    lib.swinlab_gelu_backward.restype = ctypes.c_int
+    lib.swinlab_gelu_backward.argtypes = [vp, vp, vp, vp, i64, i32, i32]
     lib.swinlab_wa_capabilities.restype = ctypes.c_int
     lib.swinlab_wa_mxcsr.restype = ctypes.c_uint
     return lib, lib.swinlab_wa_capabilities()
@@ -553,7 +560,41 @@ def _norm_self_check(lib, rng) -> str | None:
                     what = f"max error {err:.3g}" if rc == 0 else f"returned {rc}"
                     return (f"its LayerNorm self-check disagrees with float64 maths in {dtype} (c={c}, "
                             f"add={add}): {what}")
-    return _norm_train_self_check(lib, rng)
+    return _norm_train_self_check(lib, rng) or _gelu_self_check(lib, rng)
+
+
+def _gelu_self_check(lib, rng) -> str | None:
+    """Training's bias + GELU (bfloat16, rows of 48 and 20 channels: whole vectors and a tail, with a bias
+    and without, one thread and two) against float64 maths: gelu and gelu' of h + b within bf16 rounding,
+    the backward's dh = dg * d as one float32 product rounded to bf16, and the bias gradient its float32
+    column sums."""
+    erf = np.vectorize(math.erf)
+    for rows, c in ((6, 48), (5, 20)):
+        h = _bf16((rng.standard_normal((rows, c)) * 3).astype(np.float32))
+        h[0, :7] = _bf16(np.array([0.0, -0.0, 8.0, -8.0, 30.0, -30.0, 1e-3], dtype=np.float32))
+        b = rng.standard_normal(c).astype(np.float32)
+        dg = _bf16(rng.standard_normal((rows, c)).astype(np.float32))
+        for bias, threads in ((b, 1), (None, 2)):
+            g, d, dh = (np.zeros((rows, c), np.uint16) for _ in range(3))
+            db = np.zeros(c, np.float32)
+            rc = lib.swinlab_bias_gelu_forward(h.ctypes.data, None if bias is None else bias.ctypes.data,
+                                               g.ctypes.data, d.ctypes.data, rows, c, threads)
+            rc = rc or lib.swinlab_gelu_backward(dg.ctypes.data, d.ctypes.data, dh.ctypes.data,
+                                                 db.ctypes.data, rows, c, threads)
+            if rc != 0:
+                return f"its training GELU's self-check returned {rc}"
+            v = _from_bf16(h).astype(np.float64) + (0.0 if bias is None else bias.astype(np.float64))
+            cdf = 0.5 * (1.0 + erf(v / math.sqrt(2.0)))
+            want_dh = _from_bf16(_bf16(_from_bf16(dg) * _from_bf16(d)))
+            slope = cdf + v * np.exp(-v * v / 2) / math.sqrt(2 * math.pi)
+            for name, got, want in (("gelu", _from_bf16(g), v * cdf), ("gelu'", _from_bf16(d), slope),
+                                    ("dh", _from_bf16(dh), want_dh),
+                                    ("dbias", db, want_dh.astype(np.float64).sum(0))):
+                err = np.abs(got - want) / (np.abs(want) + 1e-6)
+                if not float(err.max()) <= (1e-5 if name in ("dh", "dbias") else 8e-3):
+                    return (f"its training GELU's self-check disagrees with float64 maths in {name} (c={c}): "
+                            f"largest relative error {float(err.max()):.3g}")
+    return None
 
 
 def _norm_train_self_check(lib, rng) -> str | None:
@@ -629,13 +670,40 @@ def layer_norm_backward(x, weight, mean, rstd, dy) -> tuple[torch.Tensor, torch.
         torch.get_num_threads()))
     return dx, dw, db
 
+def bias_gelu_forward(h: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``gelu(h + bias)`` and ``gelu'(h + bias)`` (exact, erf form), both bfloat16: ``h`` a contiguous
+    bfloat16 CPU tensor ``(..., C)``, ``bias`` ``(C,)`` float32 or ``None``; no autograd (see
+    :mod:`swinlab.kernels.gelu`, which decides when this runs)."""
+    c = h.shape[-1]
+    g, d = torch.empty_like(h), torch.empty_like(h)
+    _check(_KERNEL.lib.swinlab_bias_gelu_forward(
+        h.data_ptr(), None if bias is None else bias.data_ptr(), g.data_ptr(), d.data_ptr(), h.numel() // c,
+        c, torch.get_num_threads()))
+    return g, d
+
+
+def gelu_backward(dg: torch.Tensor, d: torch.Tensor,
+                  bias_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``dh = dg * d`` (bfloat16, ``d`` from :func:`bias_gelu_forward`; both contiguous, one shape) and, if
+    ``bias_grad``, the bias's gradient: ``dh`` summed over every axis but the last, in float32."""
+    c = d.shape[-1]
+    dh = torch.empty_like(d)
+    db = torch.empty(c, dtype=torch.float32) if bias_grad else None
+    _check(_KERNEL.lib.swinlab_gelu_backward(
+        dg.data_ptr(), d.data_ptr(), dh.data_ptr(), None if db is None else db.data_ptr(), d.numel() // c, c,
+        torch.get_num_threads()))
+    return dh, db
+
+
 __all__ = [
     "DEVICES",
     "add_layer_norm",
     "attend_windows",
     "auto_eligible",
     "available",
+    "bias_gelu_forward",
     "build",
+    "gelu_backward",
     "kernel_bias",
     "layer_norm_backward",
     "layer_norm_forward",
