@@ -55,7 +55,7 @@ class _BiasGelu(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, bias):
-        g, d = native.bias_gelu_forward(h, None if bias is None else bias.detach())
+        g, d = native.bias_gelu_forward(h, None if bias is None else bias.detach().contiguous())
         ctx.save_for_backward(d)
         return g
 

@@ -670,6 +670,7 @@ def layer_norm_backward(x, weight, mean, rstd, dy) -> tuple[torch.Tensor, torch.
         torch.get_num_threads()))
     return dx, dw, db
 
+
 def bias_gelu_forward(h: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """``gelu(h + bias)`` and ``gelu'(h + bias)`` (exact, erf form), both bfloat16: ``h`` a contiguous
     bfloat16 CPU tensor ``(..., C)``, ``bias`` ``(C,)`` float32 or ``None``; no autograd (see
