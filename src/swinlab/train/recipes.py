@@ -222,10 +222,11 @@ def demo(smoke: bool = False) -> TrainConfig:
     ``make demo`` 2 min 55 s wall in /work/main, 3 min 14 s on a clean clone an hour later (182 s of
     training: the host's speed varies ±10%); on a 2-core AMD EPYC Zen 5 (no AMX) 90.46% / 96 s, 1 min 46 s
     of ``make demo`` on a clean clone (its venv set up); on another 2-core AMX Xeon later that day 90.36% /
-    98 s, 1 min 46 s of ``make demo`` on a clean clone (venv set up). Validating once per epoch instead of
-    twice gives the same accuracy (validation draws no random numbers) and saves five passes. A larger
-    batch trains faster per image (a step of this 0.57M-parameter model costs ~30 ms of fixed operator
-    overhead plus ~0.4 ms per image) but learns less per epoch.
+    98 s, 1 min 46 s of ``make demo`` on a clean clone (venv set up); with the native LayerNorm and GELU of
+    training (2026-12-03) 90.20% / 168 s, 3 min 01 s on a clean clone at a slow hour of the Xeon VM.
+    Validating once per epoch instead of twice gives the same accuracy (validation draws no random numbers)
+    and saves five passes. A larger batch trains faster per image (a step of this 0.57M-parameter model
+    costs ~30 ms of fixed operator overhead plus ~0.4 ms per image) but learns less per epoch.
     """
     config = TrainConfig(
         name="demo", model="swin_demo_28", model_overrides={"drop_path_rate": 0.0},
