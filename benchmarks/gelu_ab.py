@@ -22,11 +22,18 @@ import torch.nn.functional as F
 
 import swinlab
 from swinlab.analysis import benchmark as bm
-from swinlab.kernels import allocator, native
 from swinlab.kernels import gelu as gelu_kernels
+from swinlab.kernels import native
 
 sys.path.insert(0, str(Path(__file__).parent))
-from norm_ab import TRAIN_MODELS, _median_ms, alternate, finish, summary  # the LayerNorm A/B's timer and loop
+from norm_ab import (  # the LayerNorm A/B's timer and loop
+    TRAIN_MODELS,
+    _median_ms,
+    alternate,
+    finish,
+    parse,
+    summary,
+)
 
 # Swin-T at batch 8, 224²: (rows, hidden channels, calls per step)
 SHAPES = [(25088, 384, 2), (6272, 768, 2), (1568, 1536, 6), (392, 3072, 2)]
@@ -67,17 +74,8 @@ def whole_step(label: str, name: str, overrides: dict, batch: int, size: int, ro
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=31)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--steps", type=int, default=7)
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--models", nargs="+", default=list(TRAIN_MODELS), choices=list(TRAIN_MODELS))
-    p.add_argument("--out", type=Path)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    allocator.tune()  # as bm.prepare does for the whole steps: per-call outputs reuse memory
-    if not native.available():
-        raise SystemExit(f"the native library is unavailable here: {native.unavailable_reason()}")
+    args = parse(p, argv, repeats=31)
     g = torch.Generator().manual_seed(0)
     report = {"environment": None, "command": "python benchmarks/gelu_ab.py "
               + " ".join(argv if argv is not None else sys.argv[1:]),

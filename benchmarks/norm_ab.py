@@ -117,19 +117,27 @@ def whole_model(label: str, name: str, overrides: dict, batch: int, size: int, p
     return summary(arms, batch, model=label, mode=mode, img_size=size, precision=precision)
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--precision", nargs="+", default=["bf16-true"])
-    p.add_argument("--repeats", type=int, default=51)
+def parse(p: argparse.ArgumentParser, argv, repeats: int) -> argparse.Namespace:
+    """The A/Bs' shared options (``--repeats --rounds --steps --threads --out``) parsed, the threads set,
+    malloc tuned (as bm.prepare does for the whole steps: per-call outputs reuse memory), the library
+    checked."""
+    p.add_argument("--repeats", type=int, default=repeats)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    allocator.tune()  # as bm.prepare does for the whole steps: per-call outputs reuse memory
+    allocator.tune()
     if not native.available():
         raise SystemExit(f"the native library is unavailable here: {native.unavailable_reason()}")
+    return args
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--precision", nargs="+", default=["bf16-true"])
+    args = parse(p, argv, repeats=51)
     report = {"environment": None, "command": "python benchmarks/norm_ab.py "
               + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
               "per_call": per_call(args.repeats),
