@@ -74,7 +74,5 @@ def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     if not _route(x, weight, bias, backend):
         return linear_kernels.linear_gelu(x, weight, bias, backend=backend)
     linear_kernels._check_shapes(x, weight)
-    h = F.linear(x, weight)  # bfloat16 under the autocast _route asked for
-    if h.dtype != torch.bfloat16:
-        return linear_kernels.linear_gelu(x, weight, bias, backend=backend)
+    h = F.linear(x, weight)  # bfloat16: _route asked for CPU bf16 autocast
     return _BiasGelu.apply(h.contiguous(), bias)
